@@ -41,7 +41,7 @@ def frames_to_tensor(frames: np.ndarray):
     """``uint8 [F, H, W, C]`` to a ``[C, F, H, W]`` float32 tensor in [-1, 1]."""
     import torch
 
-    tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    tensor = torch.from_numpy(np.array(frames, dtype=np.uint8, copy=True)).permute(3, 0, 1, 2).float()
     return tensor / 127.5 - 1.0
 
 
