@@ -24,10 +24,120 @@ class Flavor:
 
 
 # --- transformer configs: kwargs of SeedTransformer3DModel ------------------------------------------------------
-TRANSFORMER_CONFIGS: dict[str, dict[str, Any]] = {}
+TRANSFORMER_CONFIGS: dict[str, dict[str, Any]] = {
+    # Smallest model that runs every code path (dual + single blocks, RoPE on all three axes, condition channels);
+    # text from the tiny T5 (d_model 32), no pooled vector. ~61k parameters.
+    "debug": {
+        "in_channels": 8,
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 2,
+        "attention_head_dim": 16,
+        "num_dual_layers": 1,
+        "num_single_layers": 1,
+        "mlp_ratio": 4.0,
+        "text_embed_dim": 32,
+        "pooled_projection_dim": None,
+        "condition_channels": 9,  # I2V: 8 latent channels + 1 mask channel
+        "qk_norm": "rms_norm",
+        "rope_axes_dim": (4, 6, 6),
+    },
+    # The bundled ShapesWorld model: MiniLM token states (384) and its mean-pooled sentence vector. ~7.3M parameters.
+    "shapes-tiny": {
+        "in_channels": 8,
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 4,
+        "attention_head_dim": 64,
+        "num_dual_layers": 2,
+        "num_single_layers": 4,
+        "mlp_ratio": 4.0,
+        "text_embed_dim": 384,
+        "pooled_projection_dim": 384,
+        "condition_channels": 9,
+        "qk_norm": "rms_norm",
+        "rope_axes_dim": (16, 24, 24),
+    },
+    # Paper scale, UMT5-XXL text (4096), 16-channel latents, I2V condition = 16 latent + 1 mask channels.
+    # Parameter counts (meta device): 2b 2.07e9, 7b 7.24e9, 13b 13.28e9.
+    "2b": {
+        "in_channels": 16,
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 16,
+        "attention_head_dim": 128,
+        "num_dual_layers": 12,
+        "num_single_layers": 16,
+        "mlp_ratio": 4.0,
+        "text_embed_dim": 4096,
+        "pooled_projection_dim": None,
+        "condition_channels": 17,
+        "qk_norm": "rms_norm",
+        "rope_axes_dim": (16, 56, 56),
+    },
+    "7b": {
+        "in_channels": 16,
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 28,
+        "attention_head_dim": 128,
+        "num_dual_layers": 12,
+        "num_single_layers": 22,
+        "mlp_ratio": 4.0,
+        "text_embed_dim": 4096,
+        "pooled_projection_dim": None,
+        "condition_channels": 17,
+        "qk_norm": "rms_norm",
+        "rope_axes_dim": (16, 56, 56),
+    },
+    "13b": {
+        "in_channels": 16,
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 32,
+        "attention_head_dim": 128,
+        "num_dual_layers": 20,
+        "num_single_layers": 25,
+        "mlp_ratio": 4.0,
+        "text_embed_dim": 4096,
+        "pooled_projection_dim": None,
+        "condition_channels": 17,
+        "qk_norm": "rms_norm",
+        "rope_axes_dim": (16, 56, 56),
+    },
+}
 
 # --- VAE configs: kwargs of CausalVideoAutoencoder ---------------------------------------------------------------
-VAE_CONFIGS: dict[str, dict[str, Any]] = {}
+VAE_CONFIGS: dict[str, dict[str, Any]] = {
+    # ~0.22M parameters: the smallest VAE that runs every code path (mid attention, 4x time, 8x space).
+    "debug": {
+        "latent_channels": 8,
+        "block_out_channels": (8, 16, 16, 16),
+        "layers_per_block": 1,
+        "temporal_compression_ratio": 4,
+        "spatial_compression_ratio": 8,
+        "mid_attention": True,
+    },
+    # ~2.9M parameters: the bundled ShapesWorld default.
+    "shapes-tiny": {
+        "latent_channels": 8,
+        "block_out_channels": (24, 48, 64, 64),
+        "layers_per_block": 1,
+        "temporal_compression_ratio": 4,
+        "spatial_compression_ratio": 8,
+        "mid_attention": True,
+    },
+    # ~129M parameters, the channel layout of the Wan 2.1 VAE (base 96, multipliers 1, 2, 4, 4): shared by the
+    # paper-scale flavors.
+    "2b": {
+        "latent_channels": 16,
+        "block_out_channels": (96, 192, 384, 384),
+        "layers_per_block": 2,
+        "temporal_compression_ratio": 4,
+        "spatial_compression_ratio": 8,
+        "mid_attention": True,
+    },
+}
+VAE_CONFIGS["7b"] = copy.deepcopy(VAE_CONFIGS["2b"])
+VAE_CONFIGS["13b"] = copy.deepcopy(VAE_CONFIGS["2b"])
+# ~131M parameters: 16x spatial compression (the 8x network plus a 2x2 pixel-unshuffle of the input) with 48 latent
+# channels, as in the Wan 2.2 VAE, for high-resolution generation with 4x fewer latent tokens.
+VAE_CONFIGS["16x"] = {**copy.deepcopy(VAE_CONFIGS["2b"]), "latent_channels": 48, "spatial_compression_ratio": 16}
 
 # --- which text encoder each flavor uses -------------------------------------------------------------------------
 TEXT_ENCODERS: dict[str, str] = {
