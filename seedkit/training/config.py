@@ -1,0 +1,207 @@
+"""Recipe configuration: nested dataclasses read from YAML with ``--set section.key=value`` overrides.
+
+A recipe file mirrors :class:`RecipeConfig` (transformer training) or :class:`VAERecipeConfig` (VAE training)
+section by section. Unknown keys are errors that list the valid keys, so a typo never silently trains the default.
+
+>>> config = load_config("recipes/debug.yaml", ["train.max_steps=20", "optim.lr=3e-4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import yaml
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a diffusers LR schedule (``linear``, ``cosine``, ``constant``, ``constant_with_warmup``, ...)."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0  # <= 0 disables clipping (the norm is still computed and logged)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/debug"
+    max_steps: int = 100  # optimizer steps, skipped (non-finite) steps included
+    batch_size: int = 2  # per process, per micro-step (ignored when data.batching == "pack")
+    grad_accum_steps: int = 1
+    seed: int = 0
+    mixed_precision: str = "no"  # "no", "bf16", "fp16": passed to accelerate
+    num_workers: int = 0
+    log_every: int = 1
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    resume: bool = True  # resume from the newest valid checkpoint in output_dir/checkpoints
+    max_consecutive_nonfinite: int = 5  # that many skipped steps in a row stop the run
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    progress_bar: bool = True
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = True
+    decay: float = 0.999
+    warmup: bool = True  # decay ramps as (1 + step) / (10 + step) so early EMA weights are not stuck at init
+    update_every: int = 1
+
+
+@dataclass
+class ModelConfig:
+    flavor: str = "debug"
+    transformer: dict[str, Any] = field(default_factory=dict)  # overrides of the flavor's transformer config
+    vae: dict[str, Any] = field(default_factory=dict)  # overrides of the flavor's VAE config
+    vae_path: str | None = None  # a trained VAE (diffusers layout); None builds the flavor's VAE at random init
+    text_encoder: str | None = None  # None: the flavor's text encoder
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from and how they are batched.
+
+    ``source``: ``"shapes"`` (generate a ShapesWorld set into ``data_dir`` when it is missing), ``"manifest"``
+    (a clip manifest at ``manifest``). Transformer training always encodes the source into a latent cache at
+    ``cache_dir`` first and trains on the cache.
+    ``batching``: ``"bucket"`` (same-shape batches of ``train.batch_size``) or ``"pack"`` (native-resolution
+    packing into ``token_budget`` tokens per micro-batch).
+    """
+
+    source: str = "shapes"
+    manifest: str | None = None
+    data_dir: str = "data/shapes-debug"
+    cache_dir: str | None = None  # default: <output_dir>/latent_cache
+    num_clips: int = 64  # ShapesWorld: clips to generate when data_dir is empty
+    image_fraction: float = 0.3  # ShapesWorld: fraction of single-frame samples
+    sizes: list[list[int]] = field(default_factory=lambda: [[5, 16, 16], [1, 16, 16], [5, 16, 24]])  # (F, H, W)
+    batching: str = "bucket"
+    token_budget: int = 256
+    cache_batch_size: int = 4
+
+
+@dataclass
+class TaskConfig:
+    """How a transformer training sample becomes a text-to-image / text-to-video / image-to-video example."""
+
+    i2v_probability: float = 0.3  # videos only: condition on the clean first latent frame
+    text_dropout: float = 0.1  # replace the prompt by the empty prompt, for classifier-free guidance
+    timestep_sampling: str = "logit_normal"  # "logit_normal" or "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0  # sigma shift (SD3 style); larger values favour noisier timesteps
+
+
+@dataclass
+class RecipeConfig:
+    name: str = "debug"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass
+class VAELossConfig:
+    l1_weight: float = 1.0
+    kl_weight: float = 1e-6
+    gradient_weight: float = 0.5  # L1 between spatial and temporal finite differences of input and reconstruction
+    laplacian_weight: float = 0.5  # L1 between Laplacian pyramid levels (a weight-free perceptual proxy)
+    laplacian_levels: int = 3
+
+
+@dataclass
+class VAEDataConfig:
+    """ShapesWorld clips generated on the fly, optionally mixed with random crops of real clips."""
+
+    sizes: list[list[int]] = field(default_factory=lambda: [[5, 16, 16], [1, 16, 16]])  # (F, H, W) buckets
+    samples_per_epoch: int = 256
+    real_videos_dir: str | None = None  # e.g. ../shared/data/videos; "auto" finds it next to the repository
+    real_fraction: float = 0.25  # fraction of samples drawn from the real clips when they are present
+    real_max_frames: int = 240  # frames decoded per real clip (kept in memory)
+
+
+@dataclass
+class VAERecipeConfig:
+    name: str = "vae-debug"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: VAEDataConfig = field(default_factory=VAEDataConfig)
+    loss: VAELossConfig = field(default_factory=VAELossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+def from_dict(cls: type[ConfigT], data: dict[str, Any], where: str = "") -> ConfigT:
+    """Build dataclass ``cls`` from a (possibly partial) nested dict, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {where or '<root>'!r} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)} in {where or '<root>'!r}; valid keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, f"{where}.{name}".lstrip("."))
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a nested dict; values are parsed as YAML (``1e-4``, ``[1, 2]``)."""
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} must look like section.key=value")
+        dotted, raw = override.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {override!r}: {key!r} is not a section")
+        node[keys[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(
+    path: str | os.PathLike | None, overrides: list[str] | None = None, cls: type[ConfigT] = RecipeConfig
+) -> ConfigT:
+    """Read a YAML recipe (``None``: all defaults), apply overrides, and build ``cls``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    return from_dict(cls, apply_overrides(data, list(overrides or [])))
+
+
+def to_flat_dict(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optim.lr": 1e-4, ...}`` with only scalars, for tracker hyper-parameter logging."""
+    flat: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        key = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            flat.update(to_flat_dict(value, key + "."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[key] = value
+        else:
+            flat[key] = str(value)
+    return flat
