@@ -603,7 +603,7 @@ def _build_shot(
     max_attempts: int = 32,
 ) -> Shot:
     """Place the objects of one shot, resampling positions until every object is visible enough and, after a cut,
-    carried subjects visibly jump (so the cut is a real discontinuity)."""
+    carried subjects jump by at least their radius (so the cut is a real discontinuity)."""
     _check_choice("framing", framing, tuple(FRAMINGS))
     zoom = FRAMINGS[framing]
     scale = float(min(height, width))
@@ -636,8 +636,7 @@ def _build_shot(
         for obj, fraction in zip(objects, visible):
             obj.visible_fraction = round(float(fraction), 4)
         jumps = all(
-            math.dist(obj.track[0], previous_end[obj.subject_id][0]) >= previous_end[obj.subject_id][1]
-            or obj.radius_px != previous_end[obj.subject_id][1]
+            math.dist(obj.track[0], previous_end[obj.subject_id][0]) >= max(obj.radius_px, previous_end[obj.subject_id][1])
             for obj in objects
             if obj.subject_id in previous_end
         )
