@@ -1,0 +1,240 @@
+"""SeedTransformer3DModel: shapes, masking, checkpointing, RoPE, packing, serialisation, scheduler use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+from seedkit.models import flavors
+from seedkit.models.embeddings import (
+    RotaryPositionEmbedding3D,
+    apply_rotary_embedding,
+    text_position_ids,
+    video_position_ids,
+)
+from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+
+
+def build_model(seed: int = 0, **overrides) -> SeedTransformer3DModel:
+    """The debug flavor with all weights perturbed: adaLN-zero would otherwise make every output exactly zero,
+    and the tests below would pass trivially."""
+    config = flavors.get("debug").transformer
+    config.update(overrides)
+    torch.manual_seed(seed)
+    model = SeedTransformer3DModel(**config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+    return model.eval()
+
+
+def inputs(batch_size: int = 2, num_frames: int = 2, height: int = 8, width: int = 8, text_len: int = 5, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch_size, 8, num_frames, height, width, generator=generator)
+    timestep = torch.rand(batch_size, generator=generator) * 1000
+    text = torch.randn(batch_size, text_len, 32, generator=generator)
+    return latents, timestep, text
+
+
+def test_video_and_image_output_shapes():
+    model = build_model()
+    latents, timestep, text = inputs(num_frames=3)
+    output = model(latents, timestep, text)
+    assert isinstance(output, Transformer2DModelOutput)
+    assert output.sample.shape == latents.shape
+    assert torch.isfinite(output.sample).all()
+    image = latents[:, :, :1]
+    (sample,) = model(image, timestep, text, return_dict=False)
+    assert sample.shape == image.shape
+    # batch entries are independent
+    single = model(latents[1:], timestep[1:], text[1:]).sample
+    torch.testing.assert_close(single, output.sample[1:], atol=1e-5, rtol=1e-5)
+
+
+def test_fresh_model_is_adaln_zero():
+    torch.manual_seed(0)
+    model = SeedTransformer3DModel(**flavors.get("debug").transformer)
+    latents, timestep, text = inputs()
+    assert model(latents, timestep, text).sample.abs().max() == 0
+
+
+def test_padded_text_tokens_do_not_change_output():
+    model = build_model()
+    latents, timestep, text = inputs(text_len=4)
+    padding = torch.randn(2, 3, 32) * 10
+    padded_text = torch.cat([text, padding], dim=1)
+    mask = torch.cat([torch.ones(2, 4), torch.zeros(2, 3)], dim=1).long()
+    reference = model(latents, timestep, text).sample
+    padded = model(latents, timestep, padded_text, encoder_attention_mask=mask).sample
+    torch.testing.assert_close(padded, reference, atol=1e-5, rtol=1e-5)
+    # without the mask the padding is attended to and the output changes
+    unmasked = model(latents, timestep, padded_text).sample
+    assert (unmasked - reference).abs().max() > 1e-3
+    # an all-ones mask is the same as no mask
+    ones = model(latents, timestep, text, encoder_attention_mask=torch.ones(2, 4)).sample
+    torch.testing.assert_close(ones, reference)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    latents, timestep, text = inputs()
+    gradients = []
+    for checkpointing in (False, True):
+        model = build_model().train()
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+            assert model.is_gradient_checkpointing
+        model(latents, timestep, text).sample.square().mean().backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys()
+    assert len(gradients[0]) == len(list(model.parameters()))
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[1][name], gradients[0][name], atol=1e-6, rtol=1e-5)
+
+
+def test_condition_channels():
+    model = build_model()
+    latents, timestep, text = inputs()
+    condition = torch.randn(2, 9, *latents.shape[2:])
+    with_condition = model(latents, timestep, text, condition=condition).sample
+    without = model(latents, timestep, text).sample
+    zeros = model(latents, timestep, text, condition=torch.zeros_like(condition)).sample
+    assert (with_condition - without).abs().max() > 1e-3
+    torch.testing.assert_close(zeros, without)
+    with pytest.raises(ValueError, match="condition has shape"):
+        model(latents, timestep, text, condition=condition[:, :8])
+    no_condition_model = build_model(condition_channels=0)
+    with pytest.raises(ValueError, match="condition_channels=0"):
+        no_condition_model(latents, timestep, text, condition=condition)
+
+
+def test_pooled_projections_are_used_and_checked():
+    model = build_model(pooled_projection_dim=12)
+    latents, timestep, text = inputs()
+    pooled = torch.randn(2, 12)
+    first = model(latents, timestep, text, pooled_projections=pooled).sample
+    second = model(latents, timestep, text, pooled_projections=pooled + 1).sample
+    assert (first - second).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="pooled_projections"):
+        model(latents, timestep, text)
+
+
+def test_bad_inputs_raise():
+    model = build_model()
+    latents, timestep, text = inputs()
+    with pytest.raises(ValueError, match="divisible by the patch size"):
+        model(latents[..., :7], timestep, text)
+    with pytest.raises(ValueError, match="valid keys"):
+        model(latents, timestep, text, attention_kwargs={"bogus": 1})
+    with pytest.raises(ValueError, match="valid backends"):
+        model(latents, timestep, text, attention_kwargs={"backend": "bogus"})
+    with pytest.raises(ValueError, match="must sum to attention_head_dim"):
+        SeedTransformer3DModel(**{**flavors.get("debug").transformer, "rope_axes_dim": (4, 4, 4)})
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    model = build_model()
+    latents, timestep, text = inputs()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    assert not list(tmp_path.glob("*.bin"))
+    loaded = SeedTransformer3DModel.from_pretrained(tmp_path).eval()
+    assert list(loaded.config.patch_size) == list(model.config.patch_size) == [1, 2, 2]
+    torch.testing.assert_close(loaded(latents, timestep, text).sample, model(latents, timestep, text).sample)
+
+
+def test_flow_match_scheduler_drives_sampling_deterministically():
+    model = build_model()
+    _, _, text = inputs(batch_size=1)
+
+    def sample() -> torch.Tensor:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+        scheduler.set_timesteps(2)
+        latents = torch.randn(1, 8, 2, 8, 8, generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            for timestep in scheduler.timesteps:
+                assert 0 <= float(timestep) <= 1000
+                velocity = model(latents, timestep.expand(1), text).sample
+                latents = scheduler.step(velocity, timestep, latents).prev_sample
+        return latents
+
+    first, second = sample(), sample()
+    assert torch.isfinite(first).all()
+    assert torch.equal(first, second)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    rope = RotaryPositionEmbedding3D((4, 6, 6), theta=100.0)
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(1, 10, 1, 16, generator=generator)
+    key = torch.randn(1, 10, 1, 16, generator=generator)
+    positions = torch.randint(0, 20, (1, 10, 3), generator=generator).float()
+    shifted = positions + torch.tensor([3.0, -5.0, 11.0])
+
+    def scores(position_ids):
+        cos, sin = rope(position_ids)
+        rotated_query = apply_rotary_embedding(query, cos, sin)
+        rotated_key = apply_rotary_embedding(key, cos, sin)
+        return torch.einsum("blhd,bmhd->blm", rotated_query, rotated_key)
+
+    torch.testing.assert_close(scores(shifted), scores(positions), atol=1e-4, rtol=1e-4)
+    # ...but not on absolute position of a single token
+    moved = positions.clone()
+    moved[0, 0] += 1
+    assert (scores(moved) - scores(positions)).abs().max() > 1e-3
+    # rotation preserves norms
+    cos, sin = rope(positions)
+    torch.testing.assert_close(apply_rotary_embedding(query, cos, sin).norm(dim=-1), query.norm(dim=-1))
+
+
+def test_position_ids_layout():
+    video = video_position_ids((2, 3, 4))
+    assert video.shape == (24, 3)
+    assert video[0].tolist() == [0, 0, 0] and video[-1].tolist() == [1, 2, 3] and video[5].tolist() == [0, 1, 1]
+    text = text_position_ids(3, (2, 3, 4))
+    assert text.tolist() == [[4, 4, 4], [5, 5, 5], [6, 6, 6]]
+
+
+def test_forward_packed_equals_separate_forwards():
+    model = build_model()
+    generator = torch.Generator().manual_seed(3)
+    sample_a = torch.randn(8, 3, 8, 6, generator=generator)
+    sample_b = torch.randn(8, 1, 4, 10, generator=generator)
+    text_a = torch.randn(6, 32, generator=generator)
+    text_b = torch.randn(3, 32, generator=generator)
+    mask_a = torch.tensor([1, 1, 1, 1, 0, 0])
+    mask_b = torch.ones(3, dtype=torch.long)
+    condition_b = torch.randn(9, 1, 4, 10, generator=generator)
+    timestep = torch.tensor([900.0, 125.0])
+    with torch.no_grad():
+        packed = model.forward_packed(
+            [sample_a, sample_b],
+            timestep,
+            [text_a, text_b],
+            encoder_attention_mask=[mask_a, mask_b],
+            condition=[torch.zeros(9, 3, 8, 6), condition_b],
+        )
+        alone_a = model(sample_a[None], timestep[:1], text_a[None], encoder_attention_mask=mask_a[None]).sample[0]
+        alone_b = model(sample_b[None], timestep[1:], text_b[None], condition=condition_b[None]).sample[0]
+    assert packed[0].shape == sample_a.shape and packed[1].shape == sample_b.shape
+    assert (packed[0] - alone_a).abs().max() < 1e-5
+    assert (packed[1] - alone_b).abs().max() < 1e-5
+
+
+def test_forward_packed_backward_matches():
+    model = build_model().train()
+    generator = torch.Generator().manual_seed(4)
+    samples = [torch.randn(8, 1, 4, 4, generator=generator), torch.randn(8, 2, 6, 4, generator=generator)]
+    texts = [torch.randn(2, 32, generator=generator), torch.randn(4, 32, generator=generator)]
+    timestep = torch.tensor([300.0, 700.0])
+    packed_loss = sum(output.square().sum() for output in model.forward_packed(samples, timestep, texts))
+    packed_grads = torch.autograd.grad(packed_loss, list(model.parameters()))
+    separate_loss = sum(
+        model(sample[None], timestep[i : i + 1], text[None]).sample.square().sum()
+        for i, (sample, text) in enumerate(zip(samples, texts))
+    )
+    separate_grads = torch.autograd.grad(separate_loss, list(model.parameters()))
+    for packed_grad, separate_grad in zip(packed_grads, separate_grads):
+        scale = separate_grad.abs().max().clamp_min(1.0)
+        assert (packed_grad - separate_grad).abs().max() / scale < 1e-5
