@@ -82,9 +82,12 @@ class DataConfig:
     manifest: str | None = None
     data_dir: str = "data/shapes-debug"
     cache_dir: str | None = None  # default: <output_dir>/latent_cache
-    num_clips: int = 64  # ShapesWorld: clips to generate when data_dir is empty
-    image_fraction: float = 0.3  # ShapesWorld: fraction of single-frame samples
-    sizes: list[list[int]] = field(default_factory=lambda: [[5, 16, 16], [1, 16, 16], [5, 16, 24]])  # (F, H, W)
+    num_clips: int = 64  # ShapesWorld: samples to generate when data_dir has fewer
+    frames: list[int] = field(default_factory=lambda: [5, 9])  # ShapesWorld video frame counts (1 + 4k)
+    sizes: list[list[int]] = field(default_factory=lambda: [[32, 32], [32, 48]])  # ShapesWorld (height, width)
+    image_fraction: float = 0.3  # ShapesWorld: share of single-frame samples
+    multi_shot: float = 0.0  # ShapesWorld: share of multi-shot videos
+    seed: int = 0  # ShapesWorld dataset seed
     batching: str = "bucket"
     token_budget: int = 256
     cache_batch_size: int = 4

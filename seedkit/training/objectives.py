@@ -1,0 +1,162 @@
+"""Flow-matching objective for joint text-to-image, text-to-video and image-to-video training.
+
+One batch of cached latents becomes a mix of tasks:
+
+* every prompt is replaced by the empty prompt with probability ``text_dropout`` (classifier-free guidance);
+* every video (``F > 1``) is turned into an image-to-video example with probability ``i2v_probability``: the
+  transformer's condition channels get the clean first latent frame followed by zeros, plus a mask channel that is
+  1 on the conditioned frame. Non-I2V samples get an all-zero condition (the model learns "no condition");
+* images (``F = 1``) are text-to-image examples.
+
+The loss is :func:`seedkit.flow.flow_matching_loss` on the velocity ``noise - x_0`` at a noise level drawn by a
+:mod:`seedkit.flow` timestep sampler. All randomness comes from the trainer's generator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from seedkit.flow import flow_matching_loss, get_timestep_sampler, sample_path
+
+from .config import TaskConfig
+from .trainer import StepOutput
+
+
+class TransformerTrainingWrapper(nn.Module):
+    """Routes ``forward(packed=True, ...)`` to the transformer's ``forward_packed``.
+
+    DDP and FSDP only see calls through ``forward``; wrapping keeps packed batches on that path.
+    """
+
+    def __init__(self, transformer: nn.Module) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, packed: bool = False, **kwargs: Any) -> Any:
+        if packed:
+            return self.transformer.forward_packed(**kwargs)
+        return self.transformer(**kwargs).sample
+
+
+def first_frame_condition(latents: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+    """``[B, C + 1, F, H, W]``: the first latent frame and a mask channel for samples where ``use`` is true.
+
+    Args:
+        latents: ``[B, C, F, H, W]`` clean latents.
+        use: ``[B]`` bool, which samples are image-to-video examples.
+    """
+    batch, channels, frames, height, width = latents.shape
+    condition = latents.new_zeros(batch, channels + 1, frames, height, width)
+    weight = use.to(latents.dtype).view(batch, 1, 1, 1)
+    condition[:, :channels, 0] = latents[:, :, 0] * weight
+    condition[:, channels, 0] = weight[:, 0]
+    return condition
+
+
+class FlowMatchingObjective:
+    """``objective(model, batch, generator) -> StepOutput`` for a wrapped transformer.
+
+    Args:
+        task: the recipe's ``task`` section.
+        empty_prompt: ``{"text": [L0, D], "pooled": [Dp]?}`` (from the latent cache).
+        condition_channels: the transformer's ``condition_channels`` (0: no image-to-video).
+    """
+
+    def __init__(self, task: TaskConfig, empty_prompt: dict[str, torch.Tensor], condition_channels: int) -> None:
+        self.task = task
+        self.empty_prompt = empty_prompt
+        self.condition_channels = condition_channels
+        kwargs = {"shift": task.shift}
+        if task.timestep_sampling == "logit_normal":
+            kwargs.update(mean=task.logit_mean, std=task.logit_std)
+        self.sampler = get_timestep_sampler(task.timestep_sampling, **kwargs)
+
+    def _draws(self, batch_size: int, generator: torch.Generator, device: torch.device):
+        sigma = self.sampler.sample(batch_size, generator=generator, device=device)
+        drop_text = torch.rand(batch_size, generator=generator, device=device) < self.task.text_dropout
+        use_i2v = torch.rand(batch_size, generator=generator, device=device) < self.task.i2v_probability
+        return sigma, drop_text, use_i2v
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
+        if isinstance(batch["latents"], list):
+            return self._packed(model, batch, generator)
+        latents = batch["latents"]
+        batch_size, device = latents.shape[0], latents.device
+        sigma, drop_text, use_i2v = self._draws(batch_size, generator, device)
+        if latents.shape[2] == 1:  # images are always text-to-image examples
+            use_i2v = torch.zeros_like(use_i2v)
+        noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+        path = sample_path(latents, noise, sigma)
+
+        text, text_mask = batch["text"], batch["text_mask"]
+        empty = self.empty_prompt["text"].to(device=device, dtype=text.dtype)
+        if empty.shape[0] > text.shape[1]:
+            text = nn.functional.pad(text, (0, 0, 0, empty.shape[0] - text.shape[1]))
+            text_mask = nn.functional.pad(text_mask, (0, empty.shape[0] - text_mask.shape[1]))
+        empty_text = torch.zeros_like(text[0])
+        empty_text[: empty.shape[0]] = empty
+        empty_mask = torch.zeros_like(text_mask[0])
+        empty_mask[: empty.shape[0]] = 1
+        text = torch.where(drop_text.view(-1, 1, 1), empty_text, text)
+        text_mask = torch.where(drop_text.view(-1, 1), empty_mask, text_mask)
+        pooled = batch.get("pooled")
+        if pooled is not None:
+            empty_pooled = self.empty_prompt["pooled"].to(device=device, dtype=pooled.dtype)
+            pooled = torch.where(drop_text.view(-1, 1), empty_pooled, pooled)
+
+        condition = first_frame_condition(latents, use_i2v) if self.condition_channels else None
+        prediction = model(
+            hidden_states=path.x_t,
+            timestep=path.timestep,
+            encoder_hidden_states=text,
+            encoder_attention_mask=text_mask,
+            pooled_projections=pooled,
+            condition=condition,
+        )
+        loss = flow_matching_loss(prediction, path.target).loss
+        tokens = latents[0, 0].numel() * batch_size
+        return StepOutput(
+            loss=loss,
+            logs={"i2v_fraction": use_i2v.float().mean().item(), "text_dropout": drop_text.float().mean().item()},
+            num_samples=batch_size,
+            num_tokens=tokens,
+        )
+
+    def _packed(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
+        latents: list[torch.Tensor] = batch["latents"]
+        count, device = len(latents), latents[0].device
+        sigma, drop_text, use_i2v = self._draws(count, generator, device)
+        texts, noised, targets, conditions = [], [], [], []
+        pooled = batch.get("pooled")
+        for index, sample in enumerate(latents):
+            noise = torch.randn(sample.shape, generator=generator, device=device, dtype=sample.dtype)
+            path = sample_path(sample.unsqueeze(0), noise.unsqueeze(0), sigma[index : index + 1])
+            noised.append(path.x_t[0])
+            targets.append(path.target[0])
+            use = use_i2v[index : index + 1] & (sample.shape[1] > 1)
+            if self.condition_channels:
+                conditions.append(first_frame_condition(sample.unsqueeze(0), use)[0])
+            empty = self.empty_prompt["text"].to(device=device, dtype=batch["text"][index].dtype)
+            texts.append(empty if drop_text[index] else batch["text"][index])
+        if pooled is not None:
+            empty_pooled = self.empty_prompt["pooled"].to(device=device, dtype=pooled.dtype)
+            pooled = torch.where(drop_text.view(-1, 1), empty_pooled, pooled)
+        predictions = model(
+            packed=True,
+            hidden_states=noised,
+            timestep=sigma * 1000.0,
+            encoder_hidden_states=texts,
+            encoder_attention_mask=None,
+            pooled_projections=pooled,
+            condition=conditions or None,
+        )
+        per_sample = [flow_matching_loss(p.unsqueeze(0), t.unsqueeze(0)).loss for p, t in zip(predictions, targets)]
+        return StepOutput(
+            loss=torch.stack(per_sample).mean(),
+            logs={"i2v_fraction": use_i2v.float().mean().item(), "text_dropout": drop_text.float().mean().item()},
+            num_samples=count,
+            num_tokens=sum(sample[0].numel() for sample in latents),
+        )

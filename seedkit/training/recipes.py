@@ -1,0 +1,146 @@
+"""Recipe assembly for ``recipes/train.py``: data -> latent cache -> transformer training -> export.
+
+1. ``data.source == "shapes"``: write (or finish writing) a ShapesWorld set into ``data.data_dir``; otherwise use
+   the clip manifest ``data.manifest``.
+2. Encode it once into a latent cache (VAE posterior means + prompt embeddings), on the main process.
+3. Train the flavor's transformer on the cache with bucketed or packed batches.
+4. Export the EMA (or raw) transformer in diffusers layout to ``<output_dir>/final/transformer``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from seedkit.data.buckets import BucketBatchSampler
+from seedkit.data.datasets import LatentDataset, collate_latents, collate_packed
+from seedkit.data.latent_cache import build_latent_cache
+from seedkit.data.manifest import Manifest
+from seedkit.data.packing import PackedBatchSampler
+from seedkit.models import flavors
+
+from .config import RecipeConfig, to_flat_dict
+from .objectives import FlowMatchingObjective, TransformerTrainingWrapper
+from .trainer import Trainer, make_accelerator, seed_everything
+
+BATCHING_MODES = ("bucket", "pack")
+
+
+def build_vae(config: RecipeConfig) -> torch.nn.Module:
+    """The recipe's VAE: ``model.vae_path`` (diffusers layout) or the flavor's config at random init."""
+    from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+
+    if config.model.vae_path:
+        return CausalVideoAutoencoder.from_pretrained(config.model.vae_path)
+    vae_config = {**flavors.get(config.model.flavor).vae, **config.model.vae}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        return CausalVideoAutoencoder(**vae_config)
+
+
+def build_transformer(config: RecipeConfig) -> torch.nn.Module:
+    from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+
+    transformer_config = {**flavors.get(config.model.flavor).transformer, **config.model.transformer}
+    return SeedTransformer3DModel(**transformer_config)
+
+
+def prepare_clip_manifest(config: RecipeConfig) -> Path:
+    data = config.data
+    if data.source == "manifest":
+        if not data.manifest:
+            raise ValueError("data.source is 'manifest' but data.manifest is not set; pass --set data.manifest=PATH")
+        return Path(data.manifest)
+    if data.source != "shapes":
+        raise ValueError(f"unknown data.source {data.source!r}; valid values: 'shapes', 'manifest'")
+    from seedkit.data.shapes_writers import write_shapes_dataset
+
+    summary = write_shapes_dataset(
+        data.data_dir,
+        num_clips=data.num_clips,
+        seed=data.seed,
+        frames=list(data.frames),
+        sizes=[tuple(size) for size in data.sizes],
+        multi_shot=data.multi_shot,
+        image_fraction=data.image_fraction,
+    )
+    return summary.manifest_path
+
+
+def prepare_latent_cache(config: RecipeConfig, accelerator: Accelerator) -> Path:
+    """Build (or finish) the latent cache on the main process; the others wait. Returns the cache directory."""
+    cache_dir = Path(config.data.cache_dir or Path(config.train.output_dir) / "latent_cache")
+    with accelerator.main_process_first():
+        if accelerator.is_main_process:
+            from seedkit.models.text_encoders import load_text_encoder
+
+            manifest = Manifest.read(prepare_clip_manifest(config))
+            text_encoder_name = config.model.text_encoder or flavors.get(config.model.flavor).text_encoder
+            build_latent_cache(
+                manifest,
+                build_vae(config),
+                load_text_encoder(text_encoder_name),
+                cache_dir,
+                batch_size=config.data.cache_batch_size,
+                device=accelerator.device,
+            )
+    return cache_dir
+
+
+def make_batch_sampler(
+    config: RecipeConfig, dataset: LatentDataset, patch_size, num_replicas: int = 1, rank: int = 0
+):
+    data = config.data
+    if data.batching == "bucket":
+        return BucketBatchSampler(
+            dataset.bucket_keys(), config.train.batch_size, seed=config.train.seed, num_replicas=num_replicas, rank=rank
+        ), collate_latents
+    if data.batching == "pack":
+        sampler = PackedBatchSampler(
+            dataset.token_lengths(patch_size), data.token_budget, seed=config.train.seed,
+            num_replicas=num_replicas, rank=rank,
+        )
+        return sampler, collate_packed
+    raise ValueError(f"unknown data.batching {data.batching!r}; valid values: {BATCHING_MODES}")
+
+
+def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | None = None) -> Trainer:
+    accelerator = accelerator or make_accelerator(config.train)
+    seed_everything(config.train.seed)
+    cache_dir = prepare_latent_cache(config, accelerator)
+    dataset = LatentDataset(cache_dir)
+    transformer = build_transformer(config)
+    sampler, collate = make_batch_sampler(
+        config, dataset, transformer.config.patch_size, accelerator.num_processes, accelerator.process_index
+    )
+    objective = FlowMatchingObjective(config.task, dataset.empty_prompt(), transformer.config.condition_channels)
+    return Trainer(
+        config.train,
+        config.optim,
+        config.ema,
+        TransformerTrainingWrapper(transformer),
+        objective,
+        dataset,
+        sampler,
+        accelerator,
+        collate_fn=collate,
+        run_config=to_flat_dict(config),
+    )
+
+
+def export_transformer(trainer: Trainer, out_dir: str | Path, use_ema: bool = True) -> Path | None:
+    """Save the trained transformer (EMA weights when available) with ``save_pretrained``; main process only."""
+    out_dir = Path(out_dir)
+    # Gathered on every process first: under FSDP the full state dict is a collective.
+    state = trainer.ema.state_dict() if use_ema and trainer.ema is not None else trainer.model_state_dict()
+    if trainer.accelerator.is_main_process:
+        transformer = trainer.unwrapped_model.transformer
+        exported = type(transformer).from_config(transformer.config)
+        exported.load_state_dict(
+            {**exported.state_dict(), **{name.removeprefix("transformer."): t for name, t in state.items()}}
+        )
+        exported.save_pretrained(out_dir / "transformer", safe_serialization=True)
+    trainer.accelerator.wait_for_everyone()
+    return out_dir / "transformer"
