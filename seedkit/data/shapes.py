@@ -19,6 +19,14 @@ Conventions (ShapesBench relies on them):
   frame). A reflection at continuous time ``t*`` (frames since the shot start) is recorded at clip frame
   ``shot.start_frame + round(t*)``, the frame where the object is closest to the wall; its tone starts at
   ``frame / fps`` seconds.
+* Colours are distinct within a clip, so a colour names one subject; every object keeps at least
+  ``min_visible_fraction`` (0.5) of its area visible (``SceneObject.visible_fraction`` records the minimum).
+* Multi-shot clips cut at frames ``1 + 4j`` (a causal-VAE latent frame never straddles a cut), every shot has at
+  least 4 frames, and a carried subject jumps by at least its radius at the cut.
+
+Entry points: :func:`sample_scene` (random scene), :func:`scene_from_prompt_spec` (scene from named attributes),
+:func:`render_scene` (frames + audio), :func:`caption_for` (train / held-out captions),
+:func:`write_shapes_dataset` (sharded, resumable dataset with a manifest; in :mod:`.shapes_writers`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from seedkit.data.shapes_audio import render_audio
+from seedkit.data.shapes_captions import apply_captions, caption_for, caption_scene
+
+__all__ = [
+    "PALETTE", "BACKGROUNDS", "SHAPES", "SIZES", "MOTIONS", "FRAMINGS", "DEFAULT_FPS", "DEFAULT_SAMPLE_RATE",
+    "WALL_MARGIN_PX", "MIN_SHOT_FRAMES", "SceneObject", "Shot", "AudioEvent", "Scene", "RenderedClip",
+    "check_num_frames", "shape_half_extents", "sample_scene", "scene_from_prompt_spec", "render_scene",
+    "caption_for", "caption_scene", "apply_captions", "render_audio", "write_shapes_dataset", "write_clip",
+    "scene_record",
+]
+# Writers live in shapes_writers (which imports this module); they are re-exported lazily to avoid the cycle.
+_LAZY_WRITERS = ("write_shapes_dataset", "write_clip", "scene_record", "ShapesDatasetSummary")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_WRITERS:
+        from seedkit.data import shapes_writers
+
+        return getattr(shapes_writers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # name -> (RGB, tone frequency in Hz of a bounce): C5 upward in whole tones, so pitch identifies the colour.
 PALETTE: dict[str, tuple[tuple[int, int, int], float]] = {
@@ -521,8 +551,6 @@ def render_scene(scene: Scene, chunk_pixels: int = 1 << 22) -> RenderedClip:
 
     ``chunk_pixels`` bounds the float32 working set (frames are rendered in chunks of about this many pixels).
     """
-    from seedkit.data.shapes_audio import render_audio
-
     chunk_frames = max(1, chunk_pixels // (scene.height * scene.width))
     frames = np.empty((scene.num_frames, scene.height, scene.width, 3), dtype=np.uint8)
     for shot in scene.shots:
@@ -684,8 +712,6 @@ def _assemble_scene(
     caption_split: str | None,
     min_visible_fraction: float,
 ) -> Scene:
-    from seedkit.data.shapes_captions import apply_captions
-
     shots: list[Shot] = []
     for object_specs, framing, start_frame, shot_frames in shot_specs:
         previous = shots[-1] if shots else None
