@@ -5,6 +5,7 @@ Convention (diffusers'): `x_t = (1 - sigma) x_0 + sigma noise`, target velocity 
 from 1 to 0, and the transformer's timestep input is `sigma * 1000`.
 """
 
+from seedkit.flow.conditioning import first_frame_condition, frame_condition
 from seedkit.flow.guidance import classifier_free_guidance, rescale_guidance
 from seedkit.flow.loss import FlowLossOutput, flow_matching_loss
 from seedkit.flow.path import PathSample, expand_sigma, sample_path, velocity_to_noise, velocity_to_x0
@@ -40,6 +41,8 @@ __all__ = [
     "flow_matching_loss",
     "classifier_free_guidance",
     "rescale_guidance",
+    "first_frame_condition",
+    "frame_condition",
     "SolverStep",
     "sample_euler",
     "sample_heun",

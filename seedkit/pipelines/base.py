@@ -1,0 +1,508 @@
+"""What the seedkit pipelines share: components, input checks, prompt encoding, latent preparation, the guided
+velocity and decoding.
+
+Every task pipeline (text-to-image, text-to-video, image-to-video) registers the same five components, so one saved
+model directory loads into any of them (`SeedkitTextToImagePipeline.from_pretrained(dir)` on a directory saved by
+the video pipeline works, as does diffusers' `from_pipe`):
+
+* ``transformer``: :class:`~seedkit.models.transformer_mmdit.SeedTransformer3DModel`, predicts the velocity.
+* ``vae``: :class:`~seedkit.models.autoencoder_causal.CausalVideoAutoencoder`.
+* ``text_encoder`` / ``tokenizer``: a transformers encoder and its tokenizer (see :mod:`seedkit.models.text_encoders`).
+* ``scheduler``: diffusers' :class:`~diffusers.FlowMatchEulerDiscreteScheduler` (any flow-matching scheduler with the
+  same `set_timesteps(num_inference_steps, mu=...)` / `step` API works).
+
+Latents seen by the transformer are normalised, `(z - vae.shift_factor) * vae.scaling_factor`; the transformer's
+timestep input is `sigma * 1000`, which is what the scheduler's `timesteps` are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from seedkit.flow.guidance import classifier_free_guidance
+from seedkit.flow.timesteps import resolution_shift_mu
+from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+from seedkit.models import flavors
+from seedkit.models.text_encoders import PromptEncoder, TextEmbeddings, load_text_encoder
+from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+
+__all__ = ["SeedkitPipelineBase", "SeedkitVideoPipelineOutput", "OUTPUT_TYPES", "build_components"]
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class SeedkitVideoPipelineOutput(BaseOutput):
+    """Output of the video pipelines, as diffusers' video pipelines return it.
+
+    Attributes:
+        frames: `output_type="np"`: `[B, F, H, W, 3]` float array in [0, 1]; `"pt"`: `[B, F, 3, H, W]` tensor in
+            [0, 1]; `"pil"`: a list (per video) of lists of PIL images; `"latent"`: the normalised latents
+            `[B, C, F', H', W']`.
+    """
+
+    frames: np.ndarray | torch.Tensor | list
+
+
+def build_components(
+    flavor: str,
+    seed: int = 0,
+    text_encoder_path: str | None = None,
+    scheduler_kwargs: dict | None = None,
+    transformer_overrides: dict | None = None,
+    vae_overrides: dict | None = None,
+) -> dict:
+    """Randomly initialised pipeline components for a named flavor (see :mod:`seedkit.models.flavors`).
+
+    The text encoder is the flavor's registry entry (loaded with its weights where it has them: the bundled MiniLM;
+    "t5-tiny" is random), and the transformer's text widths follow it. The same `seed` gives the same weights; the
+    global RNG is left untouched.
+
+    Returns:
+        `{"transformer", "vae", "text_encoder", "tokenizer", "scheduler"}`, ready for `Pipeline(**components)`.
+    """
+    spec = flavors.get(flavor)
+    prompt_encoder = load_text_encoder(spec.text_encoder, path=text_encoder_path)
+    transformer_config = {**spec.transformer, **(transformer_overrides or {})}
+    transformer_config["text_embed_dim"] = prompt_encoder.hidden_size
+    if transformer_config.get("pooled_projection_dim") is not None:
+        transformer_config["pooled_projection_dim"] = prompt_encoder.hidden_size
+    vae_config = {**spec.vae, **(vae_overrides or {})}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SeedTransformer3DModel(**transformer_config)
+        vae = CausalVideoAutoencoder(**vae_config)
+    return {
+        "transformer": transformer.eval(),
+        "vae": vae.eval(),
+        "text_encoder": prompt_encoder.text_encoder.eval(),
+        "tokenizer": prompt_encoder.tokenizer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(**(scheduler_kwargs or {})),
+    }
+
+
+class SeedkitPipelineBase(DiffusionPipeline):
+    """Shared machinery of the seedkit pipelines; not a pipeline by itself (it has no `__call__`).
+
+    Args:
+        transformer, vae, text_encoder, tokenizer, scheduler: the components (see the module docstring).
+        default_height / default_width / default_num_frames: sizes used when a call gives none (stored in
+            `model_index.json`, so a model directory carries the resolution it was trained at).
+        max_sequence_length: prompts are padded / truncated to this many tokens unless a call says otherwise.
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    _optional_components: list[str] = []
+
+    def __init__(
+        self,
+        transformer: SeedTransformer3DModel,
+        vae: CausalVideoAutoencoder,
+        text_encoder: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        default_height: int = 64,
+        default_width: int = 64,
+        default_num_frames: int = 17,
+        max_sequence_length: int = 64,
+    ):
+        super().__init__()
+        self.register_modules(
+            transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
+        )
+        self.register_to_config(
+            default_height=default_height,
+            default_width=default_width,
+            default_num_frames=default_num_frames,
+            max_sequence_length=max_sequence_length,
+        )
+        self.vae_spatial_compression = vae.config.spatial_compression_ratio if vae is not None else 8
+        self.vae_temporal_compression = vae.config.temporal_compression_ratio if vae is not None else 4
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_compression)
+
+    @classmethod
+    def from_flavor(cls, flavor: str, seed: int = 0, **kwargs) -> "SeedkitPipelineBase":
+        """A randomly initialised pipeline of a named flavor; kwargs go to :func:`build_components`, except
+        `default_height`, `default_width`, `default_num_frames` and `max_sequence_length`, which go to the pipeline."""
+        pipeline_keys = ("default_height", "default_width", "default_num_frames", "max_sequence_length")
+        pipeline_kwargs = {key: kwargs.pop(key) for key in pipeline_keys if key in kwargs}
+        return cls(**build_components(flavor, seed=seed, **kwargs), **pipeline_kwargs)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # properties diffusers users expect
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def attention_kwargs(self) -> dict | None:
+        return self._attention_kwargs
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this: VAE spatial compression times the transformer's patch."""
+        _, patch_height, patch_width = self.transformer.config.patch_size
+        return self.vae_spatial_compression * max(patch_height, patch_width)
+
+    def valid_num_frames(self, count: int = 4) -> list[int]:
+        """The first `count` frame counts the VAE accepts: `1 + temporal_compression * k`."""
+        return [1 + self.vae_temporal_compression * k for k in range(count)]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # input checks
+
+    @staticmethod
+    def _as_prompt_list(prompt: str | list[str] | None, name: str) -> list[str] | None:
+        if prompt is None:
+            return None
+        if isinstance(prompt, str):
+            return [prompt]
+        if isinstance(prompt, (list, tuple)) and all(isinstance(item, str) for item in prompt):
+            return list(prompt)
+        raise ValueError(f"{name} must be a string or a list of strings; got {type(prompt).__name__}")
+
+    def check_inputs(
+        self,
+        prompt: list[str] | None,
+        negative_prompt: list[str] | None,
+        height: int,
+        width: int,
+        num_frames: int,
+        output_type: str,
+        prompt_embeds: TextEmbeddings | None,
+        negative_prompt_embeds: TextEmbeddings | None,
+        callback_on_step_end_tensor_inputs: list[str] | None,
+    ) -> None:
+        """Raise a ValueError that names the valid values for any bad argument."""
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("give either `prompt` (a string or a list of strings) or `prompt_embeds`")
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("give `prompt` or `prompt_embeds`, not both")
+        if prompt is not None:
+            if not prompt:
+                raise ValueError("`prompt` is an empty list; give at least one non-empty prompt")
+            for index, text in enumerate(prompt):
+                if not text.strip():
+                    raise ValueError(
+                        f"prompt {index} is empty; every prompt must contain text (use `negative_prompt` or "
+                        "guidance_scale=1 for unconditional sampling)"
+                    )
+        batch_size = len(prompt) if prompt is not None else prompt_embeds.hidden_states.shape[0]
+        if negative_prompt is not None:
+            if negative_prompt_embeds is not None:
+                raise ValueError("give `negative_prompt` or `negative_prompt_embeds`, not both")
+            if len(negative_prompt) not in (1, batch_size):
+                raise ValueError(
+                    f"got {len(negative_prompt)} negative prompts for {batch_size} prompts; give one negative prompt "
+                    f"(a string, used for every prompt) or exactly {batch_size}"
+                )
+        if negative_prompt_embeds is not None and negative_prompt_embeds.hidden_states.shape[0] != batch_size:
+            raise ValueError(
+                f"negative_prompt_embeds has batch {negative_prompt_embeds.hidden_states.shape[0]}, prompts have "
+                f"{batch_size}; they must match"
+            )
+        multiple = self.size_multiple
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % multiple:
+                raise ValueError(
+                    f"{name}={value} must be a positive multiple of {multiple} (VAE spatial compression "
+                    f"{self.vae_spatial_compression} x transformer patch size); e.g. "
+                    f"{[multiple * k for k in range(1, 5)]}"
+                )
+        temporal = self.vae_temporal_compression
+        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % temporal:
+            raise ValueError(
+                f"num_frames={num_frames} is not 1 + {temporal}k; valid frame counts are "
+                f"{', '.join(map(str, self.valid_num_frames(6)))}, ..."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"unknown output_type {output_type!r}; valid values: {', '.join(OUTPUT_TYPES)}")
+        if callback_on_step_end_tensor_inputs is not None:
+            unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
+            if unknown:
+                raise ValueError(
+                    f"callback_on_step_end_tensor_inputs {unknown} are not available; valid names: "
+                    f"{', '.join(self._callback_tensor_inputs)}"
+                )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # prompts
+
+    def prompt_encoder(self, max_sequence_length: int) -> PromptEncoder:
+        """A :class:`PromptEncoder` over the registered text encoder, pooling when the transformer takes a pooled
+        vector."""
+        pooling = "mean" if self.transformer.config.pooled_projection_dim is not None else None
+        return PromptEncoder(self.text_encoder, self.tokenizer, max_sequence_length=max_sequence_length, pooling=pooling)
+
+    def _check_embeddings(self, embeddings: TextEmbeddings) -> None:
+        config = self.transformer.config
+        if embeddings.hidden_states.shape[-1] != config.text_embed_dim:
+            raise ValueError(
+                f"the text encoder gives width {embeddings.hidden_states.shape[-1]} but the transformer expects "
+                f"text_embed_dim={config.text_embed_dim}; pair the transformer with the encoder it was trained with"
+            )
+        if config.pooled_projection_dim is not None and (
+            embeddings.pooled is None or embeddings.pooled.shape[-1] != config.pooled_projection_dim
+        ):
+            width = None if embeddings.pooled is None else embeddings.pooled.shape[-1]
+            raise ValueError(
+                f"the transformer expects pooled text vectors of width {config.pooled_projection_dim}, got {width}"
+            )
+
+    def encode_prompt(
+        self,
+        prompt: list[str] | None,
+        negative_prompt: list[str] | None,
+        do_classifier_free_guidance: bool,
+        num_videos_per_prompt: int = 1,
+        prompt_embeds: TextEmbeddings | None = None,
+        negative_prompt_embeds: TextEmbeddings | None = None,
+        max_sequence_length: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[TextEmbeddings, TextEmbeddings | None]:
+        """Encode prompts (and, with CFG, negative prompts; a missing negative prompt is the empty string).
+
+        Returns:
+            `(prompt_embeds, negative_prompt_embeds)`, each `[B * num_videos_per_prompt, L, D]` with mask and pooled
+            vector; the negative one is None without CFG.
+        """
+        device = device or self._execution_device
+        max_sequence_length = max_sequence_length or self.config.max_sequence_length
+        encoder = self.prompt_encoder(max_sequence_length)
+        if prompt_embeds is None:
+            prompt_embeds = encoder.encode(prompt, device=device, dtype=dtype)
+        batch_size = prompt_embeds.hidden_states.shape[0]
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative_prompt = negative_prompt if negative_prompt is not None else [""]
+            if len(negative_prompt) == 1:
+                negative_prompt = negative_prompt * batch_size
+            negative_prompt_embeds = encoder.encode(negative_prompt, device=device, dtype=dtype)
+        self._check_embeddings(prompt_embeds)
+        prompt_embeds = prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_videos_per_prompt)
+        if do_classifier_free_guidance:
+            self._check_embeddings(negative_prompt_embeds)
+            negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(num_videos_per_prompt)
+        else:
+            negative_prompt_embeds = None
+        return prompt_embeds, negative_prompt_embeds
+
+    # ------------------------------------------------------------------------------------------------------------
+    # latents
+
+    def latent_shape(self, batch_size: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        """`[B, C, 1 + (F - 1) / t, H / s, W / s]` for pixel sizes `(F, H, W)`."""
+        return (
+            batch_size,
+            self.transformer.config.in_channels,
+            (num_frames - 1) // self.vae_temporal_compression + 1,
+            height // self.vae_spatial_compression,
+            width // self.vae_spatial_compression,
+        )
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Initial noise `[B, C, F', H', W']` in float32 (the scheduler steps in float32), or the given `latents`."""
+        shape = self.latent_shape(batch_size, num_frames, height, width)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents have shape {tuple(latents.shape)}; for these sizes they must be {shape}")
+            return latents.to(device=device, dtype=torch.float32)
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"got {len(generator)} generators for a batch of {batch_size}; give one or {batch_size}")
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
+    def num_visual_tokens(self, latent_shape: tuple[int, ...]) -> int:
+        """Transformer tokens per sample for latents of `latent_shape` (`[B, C, F', H', W']`)."""
+        patch_t, patch_h, patch_w = self.transformer.config.patch_size
+        frames, height, width = latent_shape[-3:]
+        return -(-frames // patch_t) * (height // patch_h) * (width // patch_w)
+
+    def set_scheduler_timesteps(
+        self,
+        num_inference_steps: int,
+        latent_shape: tuple[int, ...],
+        device: torch.device,
+        sigmas: list[float] | None = None,
+    ) -> torch.Tensor:
+        """Set the scheduler's timesteps; with `use_dynamic_shifting` the shift follows the token count (Flux rule).
+
+        Returns:
+            `[N]` timesteps (`sigma * 1000`).
+        """
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1; got {num_inference_steps}")
+        kwargs = {}
+        if getattr(self.scheduler.config, "use_dynamic_shifting", False):
+            config = self.scheduler.config
+            kwargs["mu"] = resolution_shift_mu(
+                self.num_visual_tokens(latent_shape),
+                base_seq_len=config.get("base_image_seq_len", 256),
+                max_seq_len=config.get("max_image_seq_len", 4096),
+                base_shift=config.get("base_shift", 0.5),
+                max_shift=config.get("max_shift", 1.15),
+            )
+        if sigmas is not None:
+            self.scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
+        return self.scheduler.timesteps
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE latents -> transformer latents: `(z - shift_factor) * scaling_factor`."""
+        return (latents - self.vae.config.shift_factor) * self.vae.config.scaling_factor
+
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Transformer latents -> VAE latents: `z / scaling_factor + shift_factor`."""
+        return latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+
+    # ------------------------------------------------------------------------------------------------------------
+    # denoising
+
+    def predict_velocity(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        prompt_embeds: TextEmbeddings,
+        negative_prompt_embeds: TextEmbeddings | None,
+        guidance_scale: float,
+        guidance_rescale: float = 0.0,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The (guided) velocity at `latents` (`[B, C, F', H', W']`) and scheduler timestep `timestep` (`[]`).
+
+        With CFG, unconditional and conditional inputs run as one batch `[uncond; cond]`.
+        """
+        if negative_prompt_embeds is not None:
+            embeddings = TextEmbeddings.cat([negative_prompt_embeds, prompt_embeds])
+            model_input = torch.cat([latents, latents])
+            condition = None if condition is None else torch.cat([condition, condition])
+        else:
+            embeddings, model_input = prompt_embeds, latents
+        dtype = self.transformer.dtype
+        velocity = self.transformer(
+            hidden_states=model_input.to(dtype),
+            timestep=timestep.expand(model_input.shape[0]).to(dtype),
+            encoder_hidden_states=embeddings.hidden_states.to(dtype),
+            encoder_attention_mask=embeddings.attention_mask,
+            pooled_projections=None if embeddings.pooled is None else embeddings.pooled.to(dtype),
+            condition=None if condition is None else condition.to(dtype),
+            attention_kwargs=self._attention_kwargs,
+            return_dict=False,
+        )[0].float()
+        if negative_prompt_embeds is not None:
+            velocity_uncond, velocity_cond = velocity.chunk(2)
+            velocity = classifier_free_guidance(velocity_cond, velocity_uncond, guidance_scale, guidance_rescale)
+        return velocity
+
+    def run_callback(
+        self,
+        callback_on_step_end,
+        tensor_inputs: list[str],
+        step_index: int,
+        timestep: torch.Tensor,
+        latents: torch.Tensor,
+        prompt_embeds: TextEmbeddings,
+        negative_prompt_embeds: TextEmbeddings | None,
+    ) -> tuple[torch.Tensor, TextEmbeddings, TextEmbeddings | None]:
+        """Call a diffusers `callback_on_step_end(pipe, step, timestep, callback_kwargs)`.
+
+        `callback_kwargs` holds the requested tensors: "latents" `[B, C, F', H', W']`, "prompt_embeds" /
+        "negative_prompt_embeds` (the text hidden states `[B, L, D]`). Tensors the callback returns replace them.
+        """
+        available = {
+            "latents": latents,
+            "prompt_embeds": prompt_embeds.hidden_states,
+            "negative_prompt_embeds": None if negative_prompt_embeds is None else negative_prompt_embeds.hidden_states,
+        }
+        outputs = callback_on_step_end(self, step_index, timestep, {name: available[name] for name in tensor_inputs})
+        outputs = outputs or {}
+        latents = outputs.get("latents", latents)
+        if "prompt_embeds" in outputs:
+            prompt_embeds = replace(prompt_embeds, hidden_states=outputs["prompt_embeds"])
+        if "negative_prompt_embeds" in outputs and negative_prompt_embeds is not None:
+            negative_prompt_embeds = replace(negative_prompt_embeds, hidden_states=outputs["negative_prompt_embeds"])
+        return latents, prompt_embeds, negative_prompt_embeds
+
+    # ------------------------------------------------------------------------------------------------------------
+    # decoding
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Transformer latents `[B, C, F', H', W']` -> pixels `[B, 3, F, H, W]` in [-1, 1]."""
+        latents = self.denormalize_latents(latents).to(self.vae.dtype)
+        return self.vae.decode(latents, return_dict=False)[0]
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        prompt_embeds: TextEmbeddings,
+        negative_prompt_embeds: TextEmbeddings | None,
+        guidance_scale: float,
+        guidance_rescale: float = 0.0,
+        condition: torch.Tensor | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> torch.Tensor:
+        """The sampling loop: guided velocity, scheduler step, optional callback, under a progress bar.
+
+        Args:
+            latents: `[B, C, F', H', W']` float32 starting noise (normalised latent space).
+            timesteps: `[N]` the scheduler's timesteps (set by :meth:`set_scheduler_timesteps`).
+            condition: `[B, condition_channels, F', H', W']` for image-to-video, else None.
+
+        Returns:
+            `[B, C, F', H', W']` float32 denoised latents.
+        """
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for step_index, timestep in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                velocity = self.predict_velocity(
+                    latents, timestep, prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale, condition
+                )
+                latents = self.scheduler.step(velocity, timestep, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    latents, prompt_embeds, negative_prompt_embeds = self.run_callback(
+                        callback_on_step_end,
+                        callback_on_step_end_tensor_inputs or ["latents"],
+                        step_index,
+                        timestep,
+                        latents,
+                        prompt_embeds,
+                        negative_prompt_embeds,
+                    )
+                progress_bar.update()
+        return latents

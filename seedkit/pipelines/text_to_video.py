@@ -1,0 +1,147 @@
+"""Text-to-video generation with a seedkit MMDiT, causal video VAE and text encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from seedkit.models.text_encoders import TextEmbeddings
+from seedkit.pipelines.base import SeedkitPipelineBase, SeedkitVideoPipelineOutput
+
+__all__ = ["SeedkitTextToVideoPipeline"]
+
+
+class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
+    r"""Text-to-video with rectified flow.
+
+    Components and config: see :class:`~seedkit.pipelines.base.SeedkitPipelineBase`.
+
+    Example:
+        ```py
+        pipe = SeedkitTextToVideoPipeline.from_pretrained("path/to/model")
+        frames = pipe("a red circle bouncing", num_frames=17, num_inference_steps=30, guidance_scale=5.0).frames[0]
+        ```
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_frames: int | None = None,
+        num_inference_steps: int = 50,
+        sigmas: list[float] | None = None,
+        guidance_scale: float = 5.0,
+        guidance_rescale: float = 0.0,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: TextEmbeddings | None = None,
+        negative_prompt_embeds: TextEmbeddings | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        max_sequence_length: int | None = None,
+    ) -> SeedkitVideoPipelineOutput | tuple:
+        r"""Generate videos.
+
+        Args:
+            prompt: the prompt(s); each must be non-empty.
+            negative_prompt: one negative prompt for all, or one per prompt (default: the empty string).
+            height, width: pixels, multiples of :attr:`size_multiple` (default: the model's `default_height` /
+                `default_width`).
+            num_frames: `1 + 4k` frames (default: the model's `default_num_frames`).
+            num_inference_steps: solver steps.
+            sigmas: a custom decreasing sigma schedule (overrides `num_inference_steps`).
+            guidance_scale: classifier-free guidance scale; `<= 1` disables CFG (one forward per step).
+            guidance_rescale: guidance rescale factor in [0, 1] (Lin et al. 2024).
+            num_videos_per_prompt: samples per prompt.
+            generator: torch generator(s) for the initial noise.
+            latents: `[B, C, F', H', W']` initial noise to use instead of sampling it.
+            prompt_embeds / negative_prompt_embeds: precomputed :class:`TextEmbeddings` instead of prompts.
+            output_type: "np", "pil", "pt" or "latent" (see :class:`SeedkitVideoPipelineOutput`).
+            return_dict: return a :class:`SeedkitVideoPipelineOutput` rather than a tuple.
+            attention_kwargs: passed to the transformer (`{"backend": ..., "scale": lora_scale}`).
+            callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict` after every step.
+            callback_on_step_end_tensor_inputs: names put in `callback_kwargs` (see `_callback_tensor_inputs`).
+            max_sequence_length: text tokens per prompt (default: the model's `max_sequence_length`).
+
+        Returns:
+            :class:`SeedkitVideoPipelineOutput` with `frames`, or `(frames,)`.
+        """
+        # 0. Defaults from the model directory's config.
+        height = height or self.config.default_height
+        width = width or self.config.default_width
+        num_frames = num_frames or self.config.default_num_frames
+        prompt = self._as_prompt_list(prompt, "prompt")
+        negative_prompt = self._as_prompt_list(negative_prompt, "negative_prompt")
+
+        # 1. Check inputs; every error names the valid values.
+        self.check_inputs(
+            prompt,
+            negative_prompt,
+            height,
+            width,
+            num_frames,
+            output_type,
+            prompt_embeds,
+            negative_prompt_embeds,
+            callback_on_step_end_tensor_inputs,
+        )
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+
+        # 2. Call parameters.
+        device = self._execution_device
+        batch_size = len(prompt) if prompt is not None else prompt_embeds.hidden_states.shape[0]
+
+        # 3. Encode the prompts (conditional and, with CFG, unconditional).
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt,
+            negative_prompt,
+            self.do_classifier_free_guidance,
+            num_videos_per_prompt=num_videos_per_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            max_sequence_length=max_sequence_length,
+            device=device,
+        )
+
+        # 4. Initial noise in the normalised latent space.
+        latents = self.prepare_latents(
+            batch_size * num_videos_per_prompt, num_frames, height, width, device, generator, latents
+        )
+
+        # 5. Timesteps (resolution-aware shift when the scheduler uses dynamic shifting).
+        timesteps = self.set_scheduler_timesteps(num_inference_steps, tuple(latents.shape), device, sigmas)
+
+        # 6. Denoising loop.
+        latents = self.denoise(
+            latents,
+            timesteps,
+            prompt_embeds,
+            negative_prompt_embeds,
+            guidance_scale,
+            guidance_rescale,
+            condition=None,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+
+        # 7. Decode and post-process.
+        if output_type == "latent":
+            frames = latents
+        else:
+            video = self.decode_latents(latents)
+            frames = self.video_processor.postprocess_video(video.float(), output_type=output_type)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return SeedkitVideoPipelineOutput(frames=frames)

@@ -1,0 +1,194 @@
+"""T2V / T2I / I2V pipelines on the debug flavor: outputs, CFG, schedules, callbacks, errors, save and reload."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from seedkit.flow import classifier_free_guidance, flow_sigmas, resolution_shift_mu, sample_euler
+from seedkit.pipelines import (
+    SeedkitImageToVideoPipeline,
+    SeedkitTextToImagePipeline,
+    SeedkitTextToVideoPipeline,
+    SeedkitVideoPipelineOutput,
+)
+
+SIZES = {"default_height": 16, "default_width": 16, "default_num_frames": 5, "max_sequence_length": 16}
+
+
+def make_pipeline(cls=SeedkitTextToVideoPipeline, **kwargs):
+    """The debug flavor with its zero-initialised (adaLN-zero) layers randomised, so outputs depend on the inputs."""
+    pipe = cls.from_flavor("debug", seed=0, **SIZES, **kwargs)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in pipe.transformer.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_pipeline()
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_video_output_types(pipe):
+    kwargs = dict(prompt="a red circle moving left", num_inference_steps=2, guidance_scale=3.0)
+    frames_np = pipe(**kwargs, generator=seeded(), output_type="np").frames
+    assert frames_np.shape == (1, 5, 16, 16, 3) and frames_np.min() >= 0 and frames_np.max() <= 1
+    frames_pt = pipe(**kwargs, generator=seeded(), output_type="pt").frames
+    assert frames_pt.shape == (1, 5, 3, 16, 16)
+    np.testing.assert_allclose(frames_pt.permute(0, 1, 3, 4, 2).numpy(), frames_np, atol=1e-6)
+    frames_pil = pipe(**kwargs, generator=seeded(), output_type="pil").frames
+    assert len(frames_pil) == 1 and len(frames_pil[0]) == 5 and isinstance(frames_pil[0][0], PIL.Image.Image)
+    latents = pipe(**kwargs, generator=seeded(), output_type="latent").frames
+    assert latents.shape == (1, 8, 2, 2, 2)
+    as_tuple = pipe(**kwargs, generator=seeded(), return_dict=False)
+    assert isinstance(as_tuple, tuple) and np.array_equal(as_tuple[0], frames_np)
+    # more frames, batch of prompts, several videos per prompt
+    output = pipe(["a", "b"], num_frames=9, num_videos_per_prompt=2, num_inference_steps=1, output_type="latent")
+    assert isinstance(output, SeedkitVideoPipelineOutput) and output.frames.shape == (4, 8, 3, 2, 2)
+
+
+def test_seed_prompt_and_negative_prompt_change_the_output(pipe):
+    def run(**kwargs):
+        arguments = dict(prompt="a red circle", num_inference_steps=2, guidance_scale=4.0, output_type="latent")
+        arguments.update(kwargs)
+        return pipe(**arguments).frames
+
+    reference = run(generator=seeded(0))
+    torch.testing.assert_close(run(generator=seeded(0)), reference, atol=0, rtol=0)
+    assert not torch.allclose(run(generator=seeded(1)), reference)
+    assert not torch.allclose(run(generator=seeded(0), prompt="a blue square"), reference)
+    assert not torch.allclose(run(generator=seeded(0), negative_prompt="blurry"), reference)
+
+
+def test_cfg_batch_equals_separate_passes_and_our_euler_solver(pipe):
+    """The pipeline (batched CFG, diffusers scheduler) equals sample_euler over separately guided velocities."""
+    prompt, negative = ["a red circle", "two blue squares"], "green"
+    noise = torch.randn(2, 8, 2, 2, 2, generator=seeded(5))
+    result = pipe(prompt, negative_prompt=negative, latents=noise.clone(), num_inference_steps=3,
+                  guidance_scale=4.5, output_type="latent").frames
+    encoder = pipe.prompt_encoder(SIZES["max_sequence_length"])
+    cond, uncond = encoder.encode(prompt), encoder.encode([negative] * 2)
+
+    def velocity(x, sigma):
+        def transformer(embeddings):
+            return pipe.transformer(x, sigma * 1000, embeddings.hidden_states, embeddings.attention_mask).sample
+        return classifier_free_guidance(transformer(cond), transformer(uncond), 4.5)
+
+    scheduler = FlowMatchEulerDiscreteScheduler()
+    sigmas = flow_sigmas(3, sigma_max=float(scheduler.sigma_max), sigma_min=float(scheduler.sigma_min))
+    torch.testing.assert_close(result, sample_euler(velocity, noise, sigmas), atol=1e-5, rtol=1e-4)
+
+
+def test_dynamic_shifting_uses_the_token_count():
+    pipe = make_pipeline(scheduler_kwargs={"use_dynamic_shifting": True, "base_image_seq_len": 2,
+                                           "max_image_seq_len": 64, "base_shift": 0.5, "max_shift": 1.5})
+    for frames, tokens in ((5, 2), (17, 5)):
+        pipe("a red circle", num_frames=frames, num_inference_steps=4, output_type="latent")
+        mu = resolution_shift_mu(tokens, base_seq_len=2, max_seq_len=64, base_shift=0.5, max_shift=1.5)
+        expected = flow_sigmas(4, mu=mu, sigma_min=float(pipe.scheduler.sigma_min))
+        torch.testing.assert_close(pipe.scheduler.sigmas, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_callback_on_step_end(pipe):
+    seen = []
+
+    def callback(pipeline, step, timestep, callback_kwargs):
+        seen.append((step, float(timestep), tuple(callback_kwargs["latents"].shape),
+                     tuple(callback_kwargs["prompt_embeds"].shape)))
+        return {"latents": torch.zeros_like(callback_kwargs["latents"])}
+
+    output = pipe("a red circle", num_inference_steps=3, output_type="latent", callback_on_step_end=callback,
+                  callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
+    assert [item[0] for item in seen] == [0, 1, 2] and seen[0][1] == 1000.0
+    assert seen[0][2] == (1, 8, 2, 2, 2) and seen[0][3] == (1, 16, 32)
+    assert torch.count_nonzero(output.frames) == 0  # the callback's replacement was used
+    assert pipe.num_timesteps == 3
+
+
+def test_text_to_image(pipe):
+    t2i = SeedkitTextToImagePipeline(**pipe.components, **SIZES)
+    images = t2i(["a red circle", "a blue square"], num_inference_steps=2, generator=seeded()).images
+    assert len(images) == 2 and images[0].size == (16, 16)
+    array = t2i("a red circle", height=32, width=48, num_inference_steps=2, output_type="np").images
+    assert array.shape == (1, 32, 48, 3)
+    latent = t2i("a red circle", num_inference_steps=2, output_type="latent", generator=seeded()).images
+    video_latent = pipe("a red circle", num_frames=1, num_inference_steps=2, output_type="latent",
+                        generator=seeded()).frames
+    torch.testing.assert_close(latent, video_latent)  # an image is a one-frame video
+
+
+def test_image_to_video_conditions_on_the_first_frame(pipe):
+    i2v = SeedkitImageToVideoPipeline(**pipe.components, **SIZES)
+    image = PIL.Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
+    captured = []
+    handle = i2v.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.append(kwargs["condition"]), with_kwargs=True
+    )
+    try:
+        frames = i2v(image=image, prompt="a red circle", num_inference_steps=2, generator=seeded()).frames
+    finally:
+        handle.remove()
+    assert frames.shape == (1, 5, 16, 16, 3)
+    condition = captured[0]
+    assert condition.shape == (2, 9, 2, 2, 2)  # CFG batch, latent channels + mask, latent frames
+    expected_latents = i2v.encode_image(image, 16, 16, 1, torch.device("cpu"))[:, :, 0]
+    torch.testing.assert_close(condition[1, :8, 0], expected_latents[0])
+    assert torch.count_nonzero(condition[:, :8, 1]) == 0
+    assert condition[:, 8, 0].eq(1).all() and condition[:, 8, 1].eq(0).all()
+    other = i2v(image=PIL.Image.new("RGB", (16, 16), "red"), prompt="a red circle", num_inference_steps=2,
+                generator=seeded()).frames
+    assert not np.allclose(other, frames)
+    with pytest.raises(ValueError, match="needs `image`"):
+        i2v(prompt="a red circle")
+
+
+def test_bad_inputs_name_valid_values(pipe):
+    with pytest.raises(ValueError, match=r"valid frame counts are 1, 5, 9, 13"):
+        pipe("a red circle", num_frames=4)
+    with pytest.raises(ValueError, match=r"multiple of 16"):
+        pipe("a red circle", height=24)
+    with pytest.raises(ValueError, match=r"give one negative prompt .* or exactly 2"):
+        pipe(["a", "b"], negative_prompt=["x", "y", "z"])
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        pipe(["a red circle", "  "])
+    with pytest.raises(ValueError, match="give either `prompt`"):
+        pipe()
+    with pytest.raises(ValueError, match="valid values: pil, np, pt, latent"):
+        pipe("a red circle", output_type="gif")
+    with pytest.raises(ValueError, match="valid names: latents, prompt_embeds"):
+        pipe("a red circle", callback_on_step_end=lambda *args: {}, callback_on_step_end_tensor_inputs=["noise"])
+    with pytest.raises(ValueError, match=r"must be \(1, 8, 2, 2, 2\)"):
+        pipe("a red circle", latents=torch.zeros(1, 8, 1, 2, 2))
+    no_condition = SeedkitImageToVideoPipeline.from_flavor("debug", transformer_overrides={"condition_channels": 0})
+    with pytest.raises(ValueError, match="condition_channels = latent_channels \\+ 1 = 9"):
+        no_condition(image=PIL.Image.new("RGB", (16, 16)), prompt="a", height=16, width=16, num_frames=5)
+
+
+def test_save_and_reload_give_the_same_output(pipe, tmp_path):
+    kwargs = dict(prompt="a red circle", negative_prompt="blue", num_inference_steps=2, guidance_scale=3.0,
+                  output_type="np")
+    reference = pipe(**kwargs, generator=seeded(7)).frames
+    pipe.save_pretrained(tmp_path)
+    assert {path.name for path in tmp_path.iterdir()} >= {"model_index.json", "transformer", "vae", "text_encoder",
+                                                           "tokenizer", "scheduler"}
+    assert not list(tmp_path.rglob("*.bin"))  # safetensors only
+    reloaded = SeedkitTextToVideoPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert reloaded.config.default_num_frames == 5
+    np.testing.assert_array_equal(reloaded(**kwargs, generator=seeded(7)).frames, reference)
+    # the same directory serves the other tasks
+    as_image = SeedkitTextToImagePipeline.from_pretrained(tmp_path)
+    assert as_image("a red circle", num_inference_steps=1, output_type="np").images.shape == (1, 16, 16, 3)
+
+
+def test_cpu_offload_sequence_names_registered_models(pipe):
+    assert set(pipe.model_cpu_offload_seq.split("->")) == {"text_encoder", "transformer", "vae"}
+    assert set(pipe.components) == {"transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
