@@ -1,0 +1,189 @@
+"""Causal video VAE training: L1 + KL + weight-free perceptual terms, on ShapesWorld and real clips.
+
+The loss needs no downloaded network:
+
+* ``l1``: mean absolute pixel error;
+* ``kl``: KL of the diagonal Gaussian posterior to N(0, I), averaged per latent element;
+* ``gradient``: L1 between finite differences (height, width and, for videos, time) of input and reconstruction,
+  which keeps edges sharp and motion consistent;
+* ``laplacian``: L1 between Laplacian pyramid levels (per frame), which weights fine detail like a perceptual loss.
+
+After training, :func:`export_vae` measures the latent mean / std on fresh samples and stores them as the VAE's
+``shift_factor`` / ``scaling_factor``, so the transformer sees roughly unit-variance latents.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from seedkit.data.buckets import BucketBatchSampler
+from seedkit.data.datasets import EpochKeyedBatchSampler, MixedVideoDataset, RealClipCrops, collate_videos
+from seedkit.models import flavors
+
+from .config import VAELossConfig, VAERecipeConfig, to_flat_dict
+from .trainer import StepOutput, Trainer, make_accelerator, seed_everything
+
+
+def gradient_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between finite differences of ``[B, C, F, H, W]`` tensors along H, W (and F when F > 1)."""
+    dims = [3, 4] + ([2] if target.shape[2] > 1 else [])
+    losses = [(torch.diff(reconstruction, dim=d) - torch.diff(target, dim=d)).abs().mean() for d in dims]
+    return torch.stack(losses).mean()
+
+
+def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """Band-pass levels of ``[N, C, H, W]`` images (finest first) plus the low-pass residual, 2x2 average pooling."""
+    pyramid = []
+    current = images
+    for _ in range(levels):
+        if min(current.shape[-2:]) < 2:
+            break
+        low = F.avg_pool2d(current, 2, ceil_mode=True)
+        up = F.interpolate(low, size=current.shape[-2:], mode="bilinear", align_corners=False)
+        pyramid.append(current - up)
+        current = low
+    pyramid.append(current)
+    return pyramid
+
+
+def laplacian_loss(reconstruction: torch.Tensor, target: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """Mean over levels of the L1 between Laplacian pyramids of every frame; level ``k`` is weighted ``2^k``."""
+    def frames(video: torch.Tensor) -> torch.Tensor:
+        return video.transpose(1, 2).flatten(0, 1)  # [B * F, C, H, W]
+
+    pyramid_a = laplacian_pyramid(frames(reconstruction), levels)
+    pyramid_b = laplacian_pyramid(frames(target), levels)
+    losses = [(a - b).abs().mean() * 2.0**k for k, (a, b) in enumerate(zip(pyramid_a, pyramid_b))]
+    return torch.stack(losses).mean()
+
+
+def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) averaged over every latent element."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+class VAETrainingWrapper(nn.Module):
+    """``forward(video, generator) -> (reconstruction, mean, logvar)`` so DDP / FSDP see one forward call."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None):
+        posterior = self.vae.encode(video).latent_dist
+        latents = posterior.sample(generator=generator)
+        reconstruction = self.vae.decode(latents).sample
+        return reconstruction, posterior.mean, posterior.logvar
+
+
+class VAEObjective:
+    """Weighted sum of the four terms; every term is logged."""
+
+    def __init__(self, loss: VAELossConfig) -> None:
+        self.weights = loss
+
+    def __call__(self, model: nn.Module, batch: dict, generator: torch.Generator) -> StepOutput:
+        video = batch["video"]
+        reconstruction, mean, logvar = model(video, generator)
+        reconstruction = reconstruction.float()
+        terms = {
+            "l1": (reconstruction - video).abs().mean(),
+            "kl": kl_loss(mean.float(), logvar.float()),
+            "gradient": gradient_loss(reconstruction, video),
+            "laplacian": laplacian_loss(reconstruction, video, self.weights.laplacian_levels),
+        }
+        weights = {
+            "l1": self.weights.l1_weight,
+            "kl": self.weights.kl_weight,
+            "gradient": self.weights.gradient_weight,
+            "laplacian": self.weights.laplacian_weight,
+        }
+        loss = sum(weights[name] * value for name, value in terms.items())
+        with torch.no_grad():
+            mse = (reconstruction.clamp(-1, 1) - video).pow(2).mean().clamp_min(1e-10)
+            psnr = 10.0 * torch.log10(4.0 / mse)  # pixel range [-1, 1] has peak-to-peak 2
+        logs = {f"loss_{name}": value.item() for name, value in terms.items()}
+        logs["psnr"] = psnr.item()
+        return StepOutput(loss=loss, logs=logs, num_samples=video.shape[0], num_tokens=video[:, 0].numel())
+
+
+def default_real_videos_dir() -> Path | None:
+    """``$SEEDKIT_SHARED_VIDEOS`` or ``<repo>/../shared/data/videos`` when it exists."""
+    if env := os.environ.get("SEEDKIT_SHARED_VIDEOS"):
+        return Path(env) if Path(env).is_dir() else None
+    candidate = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"
+    return candidate if candidate.is_dir() else None
+
+
+def build_vae_dataset(config: VAERecipeConfig) -> MixedVideoDataset:
+    data = config.data
+    real = None
+    directory = default_real_videos_dir() if data.real_videos_dir == "auto" else data.real_videos_dir
+    if directory and data.real_fraction > 0:
+        largest = max(max(size[1], size[2]) for size in data.sizes)
+        real = RealClipCrops(directory, short_side=max(2 * largest, 64), max_frames=data.real_max_frames)
+    return MixedVideoDataset(
+        data.sizes, data.samples_per_epoch, seed=config.train.seed, real_clips=real, real_fraction=data.real_fraction
+    )
+
+
+def build_vae_model(config: VAERecipeConfig) -> nn.Module:
+    from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+
+    if config.model.vae_path:
+        return CausalVideoAutoencoder.from_pretrained(config.model.vae_path)
+    return CausalVideoAutoencoder(**{**flavors.get(config.model.flavor).vae, **config.model.vae})
+
+
+def build_vae_trainer(config: VAERecipeConfig, accelerator=None) -> Trainer:
+    accelerator = accelerator or make_accelerator(config.train)
+    seed_everything(config.train.seed)
+    dataset = build_vae_dataset(config)
+    sampler = BucketBatchSampler(
+        dataset.bucket_keys(),
+        config.train.batch_size,
+        seed=config.train.seed,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+    )
+    return Trainer(
+        config.train,
+        config.optim,
+        config.ema,
+        VAETrainingWrapper(build_vae_model(config)),
+        VAEObjective(config.loss),
+        dataset,
+        EpochKeyedBatchSampler(sampler),
+        accelerator,
+        collate_fn=collate_videos,
+        run_config=to_flat_dict(config),
+    )
+
+
+@torch.no_grad()
+def export_vae(trainer: Trainer, out_dir: str | Path, num_samples: int = 32, use_ema: bool = True) -> Path:
+    """Save the (EMA) VAE with measured ``shift_factor`` / ``scaling_factor``; returns the ``vae`` directory."""
+    out_dir = Path(out_dir)
+    state = trainer.ema.state_dict() if use_ema and trainer.ema is not None else trainer.model_state_dict()
+    if trainer.accelerator.is_main_process:
+        vae = trainer.unwrapped_model.vae
+        exported = type(vae).from_config(vae.config)
+        exported.load_state_dict({**exported.state_dict(), **{k.removeprefix("vae."): v for k, v in state.items()}})
+        exported.eval()
+        dataset: MixedVideoDataset = trainer.dataset  # type: ignore[assignment]
+        rng = np.random.default_rng(12345)
+        latents = []
+        for index in rng.choice(len(dataset), size=min(num_samples, len(dataset)), replace=False).tolist():
+            video = dataset[(index, 10_000)]["video"].unsqueeze(0)
+            latents.append(exported.encode(video).latent_dist.mean.flatten())
+        flat = torch.cat(latents).double()
+        exported.register_to_config(shift_factor=float(flat.mean()), scaling_factor=float(1.0 / flat.std()))
+        exported.save_pretrained(out_dir / "vae", safe_serialization=True)
+    trainer.accelerator.wait_for_everyone()
+    return out_dir / "vae"
