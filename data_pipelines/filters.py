@@ -441,18 +441,20 @@ class BrightnessFilter(ClipFilter):
 class StaticFilterConfig(FilterConfig):
     """Static and slideshow detection from consecutive-frame differences.
 
-    Each pair of consecutive analysed frames is *still* when its mean absolute grey difference is below
-    ``still_threshold`` (compression noise stays under about 1 level) and a *jump* when above ``jump_threshold``.
-    ``static_fraction`` is the fraction of still pairs and ``static_change_points`` the number of jumps. A clip
-    whose ``static_fraction`` reaches ``max_static_fraction`` is dropped as ``"static"`` (a frozen image) or, when it
-    has change points, ``"slideshow"`` (piecewise-constant frames). The pairs are consecutive frames of the
-    ``max_frames`` analysed ones (spread evenly; every frame when the clip is that short), so the threshold
-    should allow for the gap between them on long clips.
+    Each pair of consecutive analysed frames is *still* when fewer than ``still_changed_fraction`` of its pixels
+    change by more than ``change_level`` grey levels (compression noise and grain stay below the level; a burned-in
+    counter or a blinking cursor changes too few pixels to count as motion), and a *jump* when the mean absolute
+    difference exceeds ``jump_threshold`` levels. ``static_fraction`` is the fraction of still pairs and
+    ``static_change_points`` the number of jumps. A clip whose ``static_fraction`` reaches ``max_static_fraction``
+    is dropped as ``"static"`` (a frozen image) or, when it has change points, ``"slideshow"`` (piecewise-constant
+    frames). The pairs are consecutive frames of the ``max_frames`` analysed ones (spread evenly; every frame when
+    the clip is that short), so very slow motion on long clips still separates analysed frames enough to count.
     """
 
     analysis_size: int = 64
     max_frames: int = 48
-    still_threshold: float = 0.5
+    change_level: float = 2.5
+    still_changed_fraction: float = 0.03
     jump_threshold: float = 12.0
     max_static_fraction: float | None = 0.8
 
@@ -468,9 +470,11 @@ class StaticFilter(ClipFilter):
         _, grey = self._analysis_frames(sample)
         if len(grey) < 2:
             return {"static_fraction": 1.0, "static_change_points": 0.0}
-        differences = np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2))
+        differences = np.abs(np.diff(grey, axis=0))
+        changed = (differences > self.config.change_level).mean(axis=(1, 2))
+        differences = differences.mean(axis=(1, 2))
         return {
-            "static_fraction": float((differences < self.config.still_threshold).mean()),
+            "static_fraction": float((changed < self.config.still_changed_fraction).mean()),
             "static_change_points": float((differences > self.config.jump_threshold).sum()),
         }
 
@@ -621,9 +625,12 @@ class AestheticFilter(ClipFilter):
     config_class = AestheticFilterConfig
     score_names = ("aesthetic",)
 
-    def __init__(self, config: AestheticFilterConfig | None = None, scorer: Any = None, **overrides: Any) -> None:
+    def __init__(
+        self, config: AestheticFilterConfig | None = None, aesthetic_scorer: Any = None, **overrides: Any
+    ) -> None:
         super().__init__(config, **overrides)
-        self._scorer = scorer
+        # An already built scorer (any AestheticScorer) can be passed instead of naming one in the config.
+        self._scorer = aesthetic_scorer
 
     @property
     def scorer(self):
