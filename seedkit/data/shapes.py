@@ -43,8 +43,8 @@ from seedkit.data.shapes_captions import apply_captions, caption_for, caption_sc
 __all__ = [
     "PALETTE", "BACKGROUNDS", "SHAPES", "SIZES", "MOTIONS", "FRAMINGS", "DEFAULT_FPS", "DEFAULT_SAMPLE_RATE",
     "WALL_MARGIN_PX", "MIN_SHOT_FRAMES", "SceneObject", "Shot", "AudioEvent", "Scene", "RenderedClip",
-    "check_num_frames", "shape_half_extents", "sample_scene", "scene_from_prompt_spec", "render_scene",
-    "caption_for", "caption_scene", "apply_captions", "render_audio", "write_shapes_dataset", "write_clip",
+    "check_num_frames", "shape_half_extents", "render_coverage", "sample_scene", "scene_from_prompt_spec",
+    "render_scene", "caption_for", "caption_scene", "apply_captions", "render_audio", "write_shapes_dataset", "write_clip",
     "scene_record",
 ]
 # Writers live in shapes_writers (which imports this module); they are re-exported lazily to avoid the cycle.
@@ -443,16 +443,40 @@ def _sample_path(rng: np.random.Generator, motion: str, walls: _Walls, num_frame
 _SQRT3_HALF = math.sqrt(3.0) / 2.0
 
 
-def _coverage(shape: str, radius: float, centers: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Anti-aliased coverage ``float32 [n, H, W]`` in [0, 1] of a shape centred at ``centers`` (``[n, 2]``).
+@dataclass
+class _Window:
+    """Per-frame pixel windows ``[y0, y0 + height) x [x0, x0 + width)`` that hold all of an object's coverage."""
+
+    x0: np.ndarray  # int [n]
+    y0: np.ndarray  # int [n]
+    height: int
+    width: int
+
+
+def _window(radius: float, centers: np.ndarray, frame_height: int, frame_width: int) -> _Window:
+    """The smallest fixed-size windows that contain every pixel a shape of circumradius ``radius`` touches.
+
+    Coverage is zero beyond one pixel outside the circumcircle (the anti-aliasing ramp is half a pixel wide), so a
+    ``ceil(2 r) + 3`` pixel square around the centre holds it all; windows are shifted (not cut) at frame edges.
+    """
+    size = int(math.ceil(2.0 * radius)) + 3
+    height, width = min(size, frame_height), min(size, frame_width)
+    x0 = np.clip(np.floor(centers[:, 0] - radius).astype(np.int64) - 1, 0, frame_width - width)
+    y0 = np.clip(np.floor(centers[:, 1] - radius).astype(np.int64) - 1, 0, frame_height - height)
+    return _Window(x0=x0, y0=y0, height=height, width=width)
+
+
+def _coverage(shape: str, radius: float, centers: np.ndarray, window: _Window) -> np.ndarray:
+    """Anti-aliased coverage ``float32 [n, h, w]`` in [0, 1] of a shape centred at ``centers`` (``[n, 2]``), on the
+    pixels of ``window``.
 
     Coverage is ``clip(0.5 - d, 0, 1)`` with ``d`` the signed distance (pixels) from the pixel centre to the shape's
     edge: exact area coverage for a straight edge crossing a pixel along an axis, a one-pixel ramp otherwise.
     """
-    columns = np.arange(width, dtype=np.float32)
-    rows = np.arange(height, dtype=np.float32)
-    delta_x = columns[None, None, :] - centers[:, 0, None, None].astype(np.float32)  # [n, 1, W]
-    delta_y = rows[None, :, None] - centers[:, 1, None, None].astype(np.float32)  # [n, H, 1]
+    columns = (window.x0[:, None] + np.arange(window.width)[None, :]).astype(np.float32)  # [n, w]
+    rows = (window.y0[:, None] + np.arange(window.height)[None, :]).astype(np.float32)  # [n, h]
+    delta_x = columns[:, None, :] - centers[:, 0, None, None].astype(np.float32)  # [n, 1, w]
+    delta_y = rows[:, :, None] - centers[:, 1, None, None].astype(np.float32)  # [n, h, 1]
     if shape == "circle":
         distance = np.sqrt(delta_x * delta_x + delta_y * delta_y) - radius
     elif shape == "square":
@@ -471,58 +495,63 @@ def _coverage(shape: str, radius: float, centers: np.ndarray, height: int, width
     return coverage
 
 
-def _shot_coverages(shot: Shot, height: int, width: int, start: int, stop: int) -> list[np.ndarray]:
-    """Coverage ``float32 [stop - start, H, W]`` of every object of ``shot`` over frames ``[start, stop)``."""
-    return [
-        _coverage(obj.shape, obj.radius_px, np.asarray(obj.track[start:stop], dtype=np.float64), height, width)
-        for obj in shot.objects
-    ]
+def render_coverage(obj: SceneObject, height: int, width: int) -> np.ndarray:
+    """Full-frame anti-aliased coverage ``float32 [n, H, W]`` of one object over the frames of its shot (alone,
+    ignoring occlusion): the alpha ShapesWorld composites ``obj.rgb`` with."""
+    centers = np.asarray(obj.track, dtype=np.float64)
+    full = _Window(x0=np.zeros(len(centers), np.int64), y0=np.zeros(len(centers), np.int64), height=height, width=width)
+    return _coverage(obj.shape, obj.radius_px, centers, full)
 
 
-def _visible_fractions(coverages: list[np.ndarray]) -> list[float]:
-    """Per object, the smallest share (over frames) of its coverage not hidden by the objects drawn after it."""
-    fractions = [1.0] * len(coverages)
-    uncovered = None
-    for index in range(len(coverages) - 1, -1, -1):
-        alpha = coverages[index]
-        if uncovered is not None:
-            total = alpha.sum(axis=(1, 2))
-            visible = (alpha * uncovered).sum(axis=(1, 2))
-            per_frame = np.where(total > 0, visible / np.maximum(total, 1e-12), 1.0)
-            fractions[index] = float(per_frame.min())
-            uncovered *= 1.0 - alpha
-        else:
-            uncovered = 1.0 - alpha
-    return fractions
+def _window_index(window: _Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fancy indices ``(frame, row, column)`` that gather the windows of a chunk as ``[n, h, w]``."""
+    frames = np.arange(len(window.x0))[:, None, None]
+    rows = (window.y0[:, None] + np.arange(window.height)[None, :])[:, :, None]
+    columns = (window.x0[:, None] + np.arange(window.width)[None, :])[:, None, :]
+    return frames, rows, columns
 
 
-def _shot_visible_fractions(shot: Shot, height: int, width: int, chunk_frames: int) -> list[float]:
+def _shot_visible_fractions(shot: Shot, height: int, width: int) -> list[float]:
+    """Per object, the smallest share (over the shot's frames) of its coverage not hidden by objects drawn after it.
+
+    Later objects' coverage is evaluated on each object's own window, so the cost does not grow with the frame size.
+    """
     fractions = [1.0] * len(shot.objects)
-    if len(shot.objects) < 2:
-        return fractions
-    for start in range(0, shot.num_frames, chunk_frames):
-        stop = min(start + chunk_frames, shot.num_frames)
-        chunk = _visible_fractions(_shot_coverages(shot, height, width, start, stop))
-        fractions = [min(a, b) for a, b in zip(fractions, chunk)]
+    tracks = [np.asarray(obj.track, dtype=np.float64) for obj in shot.objects]
+    for index, obj in enumerate(shot.objects[:-1]):
+        window = _window(obj.radius_px, tracks[index], height, width)
+        alpha = _coverage(obj.shape, obj.radius_px, tracks[index], window)
+        uncovered = np.ones_like(alpha)
+        for later, track in zip(shot.objects[index + 1 :], tracks[index + 1 :]):
+            uncovered *= 1.0 - _coverage(later.shape, later.radius_px, track, window)
+        total = alpha.sum(axis=(1, 2))
+        visible = (alpha * uncovered).sum(axis=(1, 2))
+        per_frame = np.where(total > 0, visible / np.maximum(total, 1e-12), 1.0)
+        fractions[index] = float(per_frame.min())
     return fractions
 
 
 def _render_shot_frames(
     shot: Shot, height: int, width: int, background_rgb: tuple[int, int, int], chunk_frames: int
 ) -> np.ndarray:
-    """Frames ``uint8 [n, H, W, 3]`` of one shot: objects composited over the background in list order."""
+    """Frames ``uint8 [n, H, W, 3]`` of one shot: objects composited over the background in list order.
+
+    Each object is drawn only inside its per-frame window, so rendering cost scales with object area, not frame area.
+    """
     frames = np.empty((shot.num_frames, height, width, 3), dtype=np.uint8)
     background = np.asarray(background_rgb, dtype=np.float32)
+    tracks = [np.asarray(obj.track, dtype=np.float64) for obj in shot.objects]
     for start in range(0, shot.num_frames, chunk_frames):
         stop = min(start + chunk_frames, shot.num_frames)
         image = np.empty((stop - start, height, width, 3), dtype=np.float32)
         image[...] = background
-        scratch = np.empty_like(image)
-        for obj, alpha in zip(shot.objects, _shot_coverages(shot, height, width, start, stop)):
-            # image <- image + alpha * (rgb - image), in place to keep the working set small.
-            np.subtract(np.asarray(obj.rgb, dtype=np.float32), image, out=scratch)
-            scratch *= alpha[..., None]
-            image += scratch
+        for obj, track in zip(shot.objects, tracks):
+            window = _window(obj.radius_px, track[start:stop], height, width)
+            alpha = _coverage(obj.shape, obj.radius_px, track[start:stop], window)
+            index = _window_index(window)
+            patch = image[index]  # [n, h, w, 3]
+            patch += alpha[..., None] * (np.asarray(obj.rgb, dtype=np.float32) - patch)
+            image[index] = patch
         np.rint(image, out=image)
         frames[start:stop] = image.astype(np.uint8)
     return frames
@@ -660,11 +689,12 @@ def _build_shot(
                 )
             )
         shot = Shot(start_frame=start_frame, num_frames=num_frames, objects=objects, framing=framing, zoom=zoom)
-        visible = _shot_visible_fractions(shot, height, width, chunk_frames=max(1, (1 << 22) // (height * width)))
+        visible = _shot_visible_fractions(shot, height, width)
         for obj, fraction in zip(objects, visible):
             obj.visible_fraction = round(float(fraction), 4)
         jumps = all(
-            math.dist(obj.track[0], previous_end[obj.subject_id][0]) >= max(obj.radius_px, previous_end[obj.subject_id][1])
+            math.dist(obj.track[0], previous_end[obj.subject_id][0])
+            >= max(obj.radius_px, previous_end[obj.subject_id][1])
             for obj in objects
             if obj.subject_id in previous_end
         )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from seedkit.data.shapes import Scene, SceneObject, Shot
+    from seedkit.data.shapes import Scene, SceneObject
 
 SPLITS = ("train", "heldout")
 
@@ -105,7 +105,10 @@ LATER_SHOT_TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 FRAMING_LEADS: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"close": ("In close-up, ", "Up close, "), "wide": ("In a wide shot, ", "From afar, ")},
-    "heldout": {"close": ("Zooming in, ", "In a closer view, "), "wide": ("Seen from a distance, ", "In a wider view, ")},
+    "heldout": {
+        "close": ("Zooming in, ", "In a closer view, "),
+        "wide": ("Seen from a distance, ", "In a wider view, "),
+    },
 }
 # Whole-clip captions join the shot captions: {first}, then each later shot through a connective.
 SHOT_CONNECTIVES: dict[str, tuple[str, ...]] = {

@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, required=True, help="number of video clips")
     parser.add_argument("--images", type=int, default=0, help="number of single images (F = 1) added to the clips")
     parser.add_argument(
-        "--frames", type=_parse_frames, action="append", help="frame count(s) 1 + 4k; repeat or comma-separate (default 17)"
+        "--frames",
+        type=_parse_frames,
+        action="append",
+        help="frame count(s) 1 + 4k; repeat or comma-separate (default 17)",
     )
     parser.add_argument(
         "--size", type=_parse_sizes, action="append", help="HxW; repeat or comma-separate to mix sizes (default 64x64)"

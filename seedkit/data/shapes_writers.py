@@ -157,7 +157,9 @@ def write_shapes_dataset(
         raise ValueError(f"multi_shot is a fraction of clips in [0, 1], got {multi_shot}")
     multi_shot_counts = [count for count in frame_counts if count >= 1 + 4 * 2]
     if multi_shot > 0 and not multi_shot_counts:
-        raise ValueError(f"multi-shot clips need >= 9 frames (two shots of >= {MIN_SHOT_FRAMES}); frames={frame_counts}")
+        raise ValueError(
+            f"multi-shot clips need >= 9 frames (two shots of >= {MIN_SHOT_FRAMES}); frames={frame_counts}"
+        )
     if max_shots < 2:
         raise ValueError(f"max_shots must be >= 2, got {max_shots}")
     if num_images is not None and image_fraction:

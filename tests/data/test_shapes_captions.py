@@ -73,7 +73,8 @@ def test_heldout_templates_never_produce_a_train_caption():
                                    {"objects": [{"subject_id": 0, "motion": "down"}], "framing": "close"}],
                          "background": "gray"}
         else:
-            spec_used = dict(spec, objects=[dict(spec["objects"][0], motion="still" if num_frames == 1 else "bouncing")])
+            motion = "still" if num_frames == 1 else "bouncing"
+            spec_used = dict(spec, objects=[dict(spec["objects"][0], motion=motion)])
         scene = scene_from_prompt_spec(spec_used, 0, 32, 32, num_frames)
         train = {caption_for(scene, np.random.default_rng(seed), "train") for seed in range(200)}
         heldout = {caption_for(scene, np.random.default_rng(seed), "heldout") for seed in range(200)}

@@ -31,7 +31,9 @@ def _scenes(count=30, height=64, width=64, num_frames=17, **kwargs):
 def test_palette_and_backgrounds_are_the_binding_values():
     assert list(PALETTE) == ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"]
     assert PALETTE["red"] == ((220, 40, 40), 523.25) and PALETTE["pink"] == ((245, 120, 190), 1174.66)
-    assert BACKGROUNDS == {"black": (15, 15, 15), "white": (240, 240, 240), "gray": (110, 110, 110), "dark gray": (55, 55, 55)}
+    assert BACKGROUNDS == {
+        "black": (15, 15, 15), "white": (240, 240, 240), "gray": (110, 110, 110), "dark gray": (55, 55, 55)
+    }
     # Backgrounds are achromatic so colour segmentation never confuses them with an object.
     assert all(len(set(rgb)) == 1 for rgb in BACKGROUNDS.values())
 
@@ -161,7 +163,8 @@ def test_rendered_centroid_and_colour_match_the_ground_truth():
 def test_fill_ratio_tells_shapes_apart():
     expected = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}
     for shape, ratio in expected.items():
-        scene = scene_from_prompt_spec({"objects": [{"shape": shape, "size": "large", "motion": "still"}]}, 2, 128, 128, 1)
+        spec = {"objects": [{"shape": shape, "size": "large", "motion": "still"}]}
+        scene = scene_from_prompt_spec(spec, 2, 128, 128, 1)
         alpha = np.abs(render_scene(scene).frames[0].astype(np.float64) - scene.background_rgb).max(axis=-1)
         alpha /= alpha.max()
         rows, cols = np.nonzero(alpha > 0.5)
@@ -235,7 +238,8 @@ def test_prompt_spec_builds_the_named_scene():
 
 
 def test_prompt_spec_multi_shot_carries_and_validates_subjects():
-    spec = {"shots": [{"objects": [{"subject_id": 0, "shape": "circle", "color": "red", "size": "small"}], "num_frames": 9},
+    first_objects = [{"subject_id": 0, "shape": "circle", "color": "red", "size": "small"}]
+    spec = {"shots": [{"objects": first_objects, "num_frames": 9},
                       {"objects": [{"subject_id": 0, "motion": "up"}], "framing": "close", "num_frames": 8}],
             "background": "white"}
     scene = scene_from_prompt_spec(spec, 3, 64, 64, 17)
@@ -252,3 +256,20 @@ def test_prompt_spec_multi_shot_carries_and_validates_subjects():
         scene_from_prompt_spec({"objects": [{"colour": "red"}]}, 0)
     with pytest.raises(ValueError, match="cannot show motion"):
         scene_from_prompt_spec({"objects": [{"motion": "left"}]}, 0, 32, 32, 1)
+
+
+def test_windowed_rendering_equals_full_frame_compositing():
+    """Objects are drawn inside small per-frame windows; the result must equal compositing full-frame coverage."""
+    from seedkit.data.shapes import render_coverage
+
+    for seed, (height, width) in enumerate([(40, 40), (24, 72), (12, 9)]):
+        scene = sample_scene(np.random.default_rng(seed), height, width, 9, min_objects=3, num_shots=2)
+        frames = render_scene(scene).frames
+        for shot in scene.shots:
+            image = np.empty((shot.num_frames, height, width, 3), dtype=np.float32)
+            image[...] = np.asarray(scene.background_rgb, dtype=np.float32)
+            for obj in shot.objects:
+                alpha = render_coverage(obj, height, width)[..., None]
+                image += alpha * (np.asarray(obj.rgb, dtype=np.float32) - image)
+            expected = np.rint(image).astype(np.uint8)
+            np.testing.assert_array_equal(frames[shot.start_frame : shot.start_frame + shot.num_frames], expected)

@@ -92,7 +92,8 @@ def test_dataset_is_resumable_and_independent_of_interruptions(tmp_path):
     assert full.written == part.written == 6 and (resumed.written, resumed.skipped) == (3, 3)
     read_full = Manifest.read(tmp_path / "full" / MANIFEST_NAME)
     read_part = Manifest.read(tmp_path / "part" / MANIFEST_NAME)
-    assert [r.metadata["scene"] for r in read_full] == [r.metadata["scene"] for r in sorted(read_part, key=lambda r: r.id)]
+    resumed_scenes = [r.metadata["scene"] for r in sorted(read_part, key=lambda r: r.id)]
+    assert [r.metadata["scene"] for r in read_full] == resumed_scenes
     again = write_shapes_dataset(tmp_path / "part", 6, **kwargs, shard_size=2)
     assert (again.written, again.skipped) == (0, 6)
 
