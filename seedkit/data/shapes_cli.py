@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from seedkit.data.shapes import DEFAULT_FPS, DEFAULT_SAMPLE_RATE, check_num_frames
 
@@ -68,22 +69,26 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--clips and --images must be >= 0, got {args.clips} and {args.images}")
     frames = [count for group in (args.frames or [[17]]) for count in group]
     sizes = [size for group in (args.size or [[(64, 64)]]) for size in group]
-    summary = write_shapes_dataset(
-        args.out,
-        num_clips=args.clips + args.images,
-        seed=args.seed,
-        frames=frames,
-        sizes=sizes,
-        multi_shot=args.multi_shot,
-        audio=args.audio,
-        num_images=args.images,
-        max_shots=args.max_shots,
-        max_objects=args.max_objects,
-        fps=args.fps,
-        sample_rate=args.sample_rate,
-        caption_split=args.caption_split,
-        shard_size=args.shard_size,
-        progress=not args.no_progress,
-    )
+    try:
+        summary = write_shapes_dataset(
+            args.out,
+            num_clips=args.clips + args.images,
+            seed=args.seed,
+            frames=frames,
+            sizes=sizes,
+            multi_shot=args.multi_shot,
+            audio=args.audio,
+            num_images=args.images,
+            max_shots=args.max_shots,
+            max_objects=args.max_objects,
+            fps=args.fps,
+            sample_rate=args.sample_rate,
+            caption_split=args.caption_split,
+            shard_size=args.shard_size,
+            progress=not args.no_progress,
+        )
+    except ValueError as error:  # invalid sizes, frame counts or fractions: say what was wrong, no traceback
+        print(f"seedkit shapes: error: {error}", file=sys.stderr)
+        return 2
     print(summary)
     return 0

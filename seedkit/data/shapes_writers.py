@@ -108,6 +108,9 @@ def _as_sizes(sizes: tuple[int, int] | Sequence[tuple[int, int]]) -> list[tuple[
     result = [(int(height), int(width)) for height, width in sizes]
     if not result:
         raise ValueError("sizes must name at least one (height, width)")
+    too_small = [size for size in result if min(size) < 8]
+    if too_small:
+        raise ValueError(f"ShapesWorld frames need both sides >= 8 px, got {too_small}")
     return result
 
 

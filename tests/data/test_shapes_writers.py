@@ -122,3 +122,11 @@ def test_seedkit_shapes_command_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit):
         seedkit_main(["shapes", "--out", str(out), "--clips", "1", "--frames", "8"])
     assert "1 + 4k" in capsys.readouterr().err
+
+
+def test_seedkit_shapes_reports_bad_arguments_without_a_traceback(tmp_path, capsys):
+    code = seedkit_main(["shapes", "--out", str(tmp_path), "--clips", "2", "--frames", "5", "--multi-shot"])
+    assert code == 2 and ">= 9 frames" in capsys.readouterr().err
+    code = seedkit_main(["shapes", "--out", str(tmp_path), "--clips", "2", "--size", "4x4", "--no-progress"])
+    assert code == 2 and ">= 8 px" in capsys.readouterr().err
+    assert not (tmp_path / MANIFEST_NAME).exists() or not (tmp_path / MANIFEST_NAME).read_text()
