@@ -131,6 +131,9 @@ def padding_report(
     * ``buckets``: same-shape batches of ``batch_size`` (no padding inside a batch), but a step must be provisioned
       for the largest batch, so the waste is ``1 - mean(batch tokens) / max(batch tokens)``; for static-shape
       accelerators (compiled graphs, fixed memory) this is the real cost.
+    * ``buckets_token_budget``: same-shape batches whose size is ``token_budget // tokens`` (Open-Sora style
+      per-bucket batch sizes), each step provisioned for ``token_budget``; waste is the unused budget, mostly from
+      budgets that are not a multiple of a bucket's tokens and from each bucket's last, partial batch.
     * ``packing``: first-fit-decreasing into ``token_budget``; waste is the unused tail of each pack.
     """
     lengths = [num_tokens(shape, patch_size) for shape in shapes]
@@ -152,11 +155,19 @@ def padding_report(
             batch_tokens.append(sum(group[start : start + batch_size]))
     buckets = 1.0 - float(np.mean(batch_tokens)) / max(batch_tokens)
 
+    budget_batches = 0
+    for group in groups.values():
+        per_batch = max(1, token_budget // group[0])
+        budget_batches += math.ceil(len(group) / per_batch)
+    buckets_token_budget = 1.0 - sum(lengths) / (budget_batches * token_budget)
+
     packs = plan_packs(lengths, token_budget)
     packing = 1.0 - sum(lengths) / (len(packs) * token_budget)
     return {
         "pad_to_max": pad_to_max,
         "buckets": buckets,
+        "buckets_token_budget": buckets_token_budget,
+        "num_budget_bucket_batches": float(budget_batches),
         "packing": packing,
         "num_samples": float(len(lengths)),
         "num_packs": float(len(packs)),
