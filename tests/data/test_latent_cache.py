@@ -1,0 +1,103 @@
+"""The latent cache: encode once with the debug VAE and tiny T5, read back, resume an interrupted build."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from seedkit.data.latent_cache import LatentCache, build_latent_cache, latent_statistics, valid_frame_count
+from seedkit.data.manifest import Manifest
+from seedkit.data.shapes_writers import write_shapes_dataset
+from seedkit.models import flavors
+from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+from seedkit.models.text_encoders import load_text_encoder
+
+
+@pytest.fixture(scope="module")
+def shapes_manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    summary = write_shapes_dataset(
+        root, num_clips=6, seed=0, frames=[5], sizes=[(16, 16), (16, 32)], image_fraction=0.34, progress=False
+    )
+    return Manifest.read(summary.manifest_path)
+
+
+@pytest.fixture(scope="module")
+def components():
+    torch.manual_seed(0)
+    vae = CausalVideoAutoencoder(**{**flavors.get("debug").vae, "scaling_factor": 2.0, "shift_factor": 0.1})
+    return vae.eval(), load_text_encoder("t5-tiny")
+
+
+def test_cache_round_trip(tmp_path, shapes_manifest, components):
+    vae, text_encoder = components
+    manifest_path = build_latent_cache(shapes_manifest, vae, text_encoder, tmp_path, batch_size=2, progress=False)
+    cache = LatentCache(tmp_path)
+    assert len(cache) == len(shapes_manifest)
+    assert all(record.media == "latent" for record in cache.manifest)
+    by_id = {record.id: record for record in shapes_manifest}
+    for index, record in enumerate(cache.manifest):
+        source = by_id[record.id]
+        frames = 1 if source.media == "image" else 5
+        expected_shape = [8, 1 + (frames - 1) // 4, source.height // 8, source.width // 8]
+        assert record.metadata["latent_shape"] == expected_shape
+        item = cache.load(index)
+        # stored un-normalised, read back as (z - shift) * scale, equal to a fresh encode of the clip
+        from seedkit.data.latent_cache import load_clip
+
+        pixels = load_clip(shapes_manifest, source).unsqueeze(0)
+        with torch.no_grad():
+            mean = vae.encode(pixels).latent_dist.mean[0]
+        torch.testing.assert_close(item["latents"], (mean - 0.1) * 2.0, atol=1e-5, rtol=1e-5)
+        tokens = text_encoder.encode([source.caption]).attention_mask.sum().item()
+        assert item["text"].shape == (tokens, 32)
+    info = json.loads((tmp_path / "cache_info.json").read_text())
+    assert info["scaling_factor"] == 2.0 and info["pooled_dim"] is None
+    assert load_file(tmp_path / "empty_prompt.safetensors")["text"].shape[0] == 1  # just </s>
+    assert manifest_path.name == "manifest.jsonl"
+    mean, std = latent_statistics(cache)
+    assert std > 0 and abs(mean) < 10
+
+
+def test_interrupted_build_resumes_without_re_encoding(tmp_path, shapes_manifest, components):
+    vae, text_encoder = components
+    first_half = Manifest(shapes_manifest.records[:3], root=shapes_manifest.root)
+    build_latent_cache(first_half, vae, text_encoder, tmp_path, batch_size=2, shard_size=2, progress=False)
+    shards_before = sorted(p.name for p in tmp_path.glob("shard-*.safetensors"))
+    (tmp_path / "shard-00099.safetensors.tmp").write_bytes(b"partial")  # a crash mid-write leaves only a .tmp
+    calls = []
+    original = vae.encode
+
+    def counting_encode(x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return original(x, *args, **kwargs)
+
+    vae.encode = counting_encode
+    try:
+        build_latent_cache(shapes_manifest, vae, text_encoder, tmp_path, batch_size=2, shard_size=2, progress=False)
+    finally:
+        del vae.encode
+    assert sum(calls) == len(shapes_manifest) - 3  # only the missing samples were encoded
+    cache = LatentCache(tmp_path)
+    assert sorted(record.id for record in cache.manifest) == sorted(record.id for record in shapes_manifest)
+    assert set(shards_before) <= {p.name for p in tmp_path.glob("shard-*.safetensors")}
+    for index in range(len(cache)):
+        assert torch.isfinite(cache.load(index)["latents"]).all()
+
+
+def test_mismatched_cache_is_refused(tmp_path, shapes_manifest, components):
+    vae, text_encoder = components
+    subset = Manifest(shapes_manifest.records[:1], root=shapes_manifest.root)
+    build_latent_cache(subset, vae, text_encoder, tmp_path, progress=False)
+    other = CausalVideoAutoencoder(**{**flavors.get("debug").vae, "scaling_factor": 3.0})
+    with pytest.raises(ValueError, match="holds a cache made with"):
+        build_latent_cache(subset, other, text_encoder, tmp_path, progress=False)
+
+
+def test_valid_frame_count():
+    assert [valid_frame_count(n) for n in (1, 4, 5, 8, 9, 12)] == [1, 1, 5, 5, 9, 9]
+    with pytest.raises(ValueError):
+        valid_frame_count(0)
