@@ -59,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-objects", type=int, default=3)
     parser.add_argument("--caption-split", choices=("train", "heldout"), default="train")
     parser.add_argument("--shard-size", type=int, default=1000, help="files per shard folder")
+    parser.add_argument("--workers", type=int, default=0, help="processes that render and encode (default: this one)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             sample_rate=args.sample_rate,
             caption_split=args.caption_split,
             shard_size=args.shard_size,
+            num_workers=args.workers,
             progress=not args.no_progress,
         )
     except ValueError as error:  # invalid sizes, frame counts or fractions: say what was wrong, no traceback

@@ -2,8 +2,8 @@
 
 A dataset is a directory with ``manifest.jsonl`` (:class:`seedkit.data.manifest.ClipRecord` lines, each with the
 exact scene under ``metadata["scene"]``) and the media files in ``shard-00000/``, ``shard-00001/``, ... Sample ``i``
-is drawn from ``np.random.default_rng([seed, i])`` alone, so a dataset is the same whatever order or how many runs
-wrote it, and an interrupted run resumes by skipping the ids already in the manifest.
+is drawn from ``np.random.default_rng([seed, i])`` alone, so with the same arguments a dataset is the same however
+many runs or worker processes wrote it, and an interrupted run resumes by skipping the ids already in the manifest.
 
 Audio timing: AAC encoders prepend 1024 priming samples. The mp4 muxer records them as a negative start time
 (an edit list) and FFmpeg's decoder, hence :func:`seedkit.data.video_io.read_audio`, drops them, so tone onsets read
@@ -14,6 +14,8 @@ late.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 import time
 from dataclasses import dataclass
@@ -136,6 +138,7 @@ def write_shapes_dataset(
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     caption_split: str = "train",
     shard_size: int = 1000,
+    num_workers: int = 0,
     progress: bool = True,
 ) -> ShapesDatasetSummary:
     """Write (or finish writing) a ShapesWorld dataset of ``num_clips`` samples under ``out_dir``.
@@ -152,6 +155,7 @@ def write_shapes_dataset(
         image_fraction: share of samples that are images (F = 1), spread evenly; or give ``num_images``.
         caption_split: templates of ``record.caption``; the other split's caption goes to
             ``metadata["heldout_caption"]`` when ``caption_split == "train"``.
+        num_workers: processes that render and encode (0 or 1: this process); the output is the same either way.
     """
     frame_counts = _as_frame_counts(frames)
     size_list = _as_sizes(sizes)
@@ -176,52 +180,112 @@ def write_shapes_dataset(
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
 
+    plan = _DatasetPlan(
+        out_dir=str(out_dir),
+        num_clips=num_clips,
+        seed=seed,
+        frame_counts=frame_counts,
+        multi_shot_counts=multi_shot_counts,
+        sizes=size_list,
+        multi_shot=multi_shot,
+        audio=audio,
+        num_images=num_images,
+        max_shots=max_shots,
+        max_objects=max_objects,
+        fps=fps,
+        sample_rate=sample_rate,
+        caption_split=caption_split,
+        shard_size=shard_size,
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
     counts = dict(written=0, skipped=0, videos=0, images=0, multi_shot=0, with_audio=0, frames=0)
     started = time.perf_counter()
     with ManifestWriter(manifest_path) as writer:
-        bar = tqdm(total=num_clips, disable=not progress, unit="clip", desc="shapes", dynamic_ncols=True)
-        for index in range(num_clips):
-            clip_id = f"shapes-{index:07d}"
-            if clip_id in writer.done_ids:
-                counts["skipped"] += 1
-                bar.update(1)
-                continue
-            rng = np.random.default_rng([seed, index])
-            height, width = size_list[int(rng.integers(len(size_list)))]
-            is_image = _is_image_index(index, num_clips, num_images)
-            num_shots = 1
-            if is_image:
-                num_frames = 1
-            elif multi_shot > 0 and rng.random() < multi_shot:
-                num_frames = multi_shot_counts[int(rng.integers(len(multi_shot_counts)))]
-                num_shots = int(rng.integers(2, min(max_shots, (num_frames - 1) // 4) + 1))
-            else:
-                num_frames = frame_counts[int(rng.integers(len(frame_counts)))]
-            scene = sample_scene(
-                rng,
-                height,
-                width,
-                num_frames,
-                fps=fps,
-                num_shots=num_shots,
-                max_objects=max_objects,
-                sample_rate=sample_rate if audio and not is_image else None,
-                caption_split=caption_split,
-            )
-            metadata = {"seed": [seed, index]}
-            if caption_split == "train":
-                metadata["heldout_caption"] = caption_for(scene, rng, "heldout")
-            relative = f"shard-{index // shard_size:05d}/{clip_id}.{'png' if is_image else 'mp4'}"
-            write_clip(out_dir / relative, render_scene(scene))
-            writer.append(scene_record(scene, clip_id, relative, metadata))
-            counts["written"] += 1
-            counts["images" if is_image else "videos"] += 1
-            counts["multi_shot"] += int(num_shots > 1)
-            counts["with_audio"] += int(scene.sample_rate is not None)
-            counts["frames"] += num_frames
-            bar.update(1)
+        pending = [index for index in range(num_clips) if _clip_id(index) not in writer.done_ids]
+        counts["skipped"] = num_clips - len(pending)
+        bar = tqdm(
+            total=num_clips, initial=counts["skipped"], disable=not progress, unit="clip", desc="shapes",
+            dynamic_ncols=True,
+        )
+        make = functools.partial(_make_sample, plan)
+        if num_workers > 1:
+            # Workers render and encode; only this process appends to the manifest, in index order.
+            with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+                records = pool.imap(make, pending, chunksize=4)
+                for record in records:
+                    _account(writer, record, counts, bar)
+        else:
+            for index in pending:
+                _account(writer, make(index), counts, bar)
         bar.close()
     return ShapesDatasetSummary(manifest_path=manifest_path, seconds=time.perf_counter() - started, **counts)
+
+
+def _clip_id(index: int) -> str:
+    return f"shapes-{index:07d}"
+
+
+@dataclass
+class _DatasetPlan:
+    """Everything a (possibly separate) process needs to make sample ``index`` of a dataset."""
+
+    out_dir: str
+    num_clips: int
+    seed: int
+    frame_counts: list[int]
+    multi_shot_counts: list[int]
+    sizes: list[tuple[int, int]]
+    multi_shot: float
+    audio: bool
+    num_images: int
+    max_shots: int
+    max_objects: int
+    fps: float
+    sample_rate: int
+    caption_split: str
+    shard_size: int
+
+
+def _make_sample(plan: _DatasetPlan, index: int) -> ClipRecord:
+    """Draw, render and write sample ``index``; returns its manifest record (not yet appended)."""
+    rng = np.random.default_rng([plan.seed, index])
+    height, width = plan.sizes[int(rng.integers(len(plan.sizes)))]
+    is_image = _is_image_index(index, plan.num_clips, plan.num_images)
+    num_shots = 1
+    if is_image:
+        num_frames = 1
+    elif plan.multi_shot > 0 and rng.random() < plan.multi_shot:
+        num_frames = plan.multi_shot_counts[int(rng.integers(len(plan.multi_shot_counts)))]
+        num_shots = int(rng.integers(2, min(plan.max_shots, (num_frames - 1) // 4) + 1))
+    else:
+        num_frames = plan.frame_counts[int(rng.integers(len(plan.frame_counts)))]
+    scene = sample_scene(
+        rng,
+        height,
+        width,
+        num_frames,
+        fps=plan.fps,
+        num_shots=num_shots,
+        max_objects=plan.max_objects,
+        sample_rate=plan.sample_rate if plan.audio and not is_image else None,
+        caption_split=plan.caption_split,
+    )
+    metadata = {"seed": [plan.seed, index]}
+    if plan.caption_split == "train":
+        metadata["heldout_caption"] = caption_for(scene, rng, "heldout")
+    clip_id = _clip_id(index)
+    relative = f"shard-{index // plan.shard_size:05d}/{clip_id}.{'png' if is_image else 'mp4'}"
+    write_clip(Path(plan.out_dir) / relative, render_scene(scene))
+    return scene_record(scene, clip_id, relative, metadata)
+
+
+def _account(writer: ManifestWriter, record: ClipRecord, counts: dict[str, int], bar) -> None:
+    writer.append(record)
+    counts["written"] += 1
+    counts["images" if record.media == "image" else "videos"] += 1
+    counts["multi_shot"] += int(bool(record.shot_boundaries))
+    counts["with_audio"] += int(record.has_audio)
+    counts["frames"] += record.num_frames
+    bar.update(1)

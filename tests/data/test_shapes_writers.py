@@ -98,6 +98,15 @@ def test_dataset_is_resumable_and_independent_of_interruptions(tmp_path):
     assert (again.written, again.skipped) == (0, 6)
 
 
+def test_worker_processes_write_the_same_dataset(tmp_path):
+    kwargs = dict(seed=2, frames=[5, 9], sizes=[(16, 16), (16, 24)], multi_shot=0.5, image_fraction=0.2, progress=False)
+    single = write_shapes_dataset(tmp_path / "single", 6, **kwargs)
+    pooled = write_shapes_dataset(tmp_path / "pooled", 6, **kwargs, num_workers=2)
+    assert single.written == pooled.written == 6
+    records = [Manifest.read(tmp_path / name / MANIFEST_NAME).records for name in ("single", "pooled")]
+    assert [r.to_dict() for r in records[0]] == [r.to_dict() for r in records[1]]
+
+
 def test_dataset_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         write_shapes_dataset(tmp_path, 2, frames=[16], progress=False)
