@@ -52,11 +52,14 @@ def write_video(
     audio: np.ndarray | None = None,
     sample_rate: int | None = None,
     crf: int = 18,
+    pix_fmt: str | None = None,
 ) -> Path:
     """Write ``frames`` (``uint8 [F, H, W, 3]``) to ``path``; the suffix picks the format.
 
     ``.mp4`` is H.264 (yuv444p when a side is odd, so small ShapesWorld sizes survive) with optional AAC audio;
-    ``.gif`` loops forever; a single frame may be written to an image suffix. The file is written to a temporary
+    ``.gif`` loops forever; a single frame may be written to an image suffix. ``pix_fmt`` overrides the H.264 pixel
+    format: pass ``"yuv444p"`` where exact colours at sharp edges matter (ShapesWorld, ShapesBench), since 4:2:0
+    chroma subsampling smears colour across object boundaries. The file is written to a temporary
     name and renamed, so an interrupted write never leaves a partial file behind.
     """
     import av
@@ -94,7 +97,7 @@ def write_video(
             stream = container.add_stream("libx264", rate=rate)
             even = height % 2 == 0 and width % 2 == 0
             # yuv420p plays everywhere; 4:4:4 keeps odd sizes and thin coloured edges intact.
-            stream.pix_fmt = "yuv420p" if even else "yuv444p"
+            stream.pix_fmt = pix_fmt or ("yuv420p" if even else "yuv444p")
             stream.options = {"crf": str(crf), "preset": "medium"}
         stream.width, stream.height = width, height
         audio_stream = None

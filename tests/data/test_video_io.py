@@ -62,3 +62,14 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         write_video(tmp_path / "a.xyz", _gradient_clip(num_frames=2))
     with pytest.raises(FileNotFoundError):
         read_video(tmp_path / "missing.mp4")
+
+
+def test_yuv444_keeps_colour_edges(tmp_path):
+    frames = np.zeros((5, 32, 32, 3), np.uint8)
+    frames[:, 8:24, 8:24] = (220, 40, 40)  # a red square on black: 4:2:0 smears its edges
+    errors = {}
+    for pix_fmt in ("yuv420p", "yuv444p"):
+        clip = read_video(write_video(tmp_path / f"{pix_fmt}.mp4", frames, fps=8, pix_fmt=pix_fmt))
+        errors[pix_fmt] = np.abs(clip.frames.astype(int) - frames).max()
+    assert errors["yuv444p"] < errors["yuv420p"]
+    assert errors["yuv444p"] <= 24
