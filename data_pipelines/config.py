@@ -84,14 +84,15 @@ class ShardConfig:
             media, the manifest points at frame ranges of the sources.
         manifest: manifest file name in the output folder: ``.jsonl`` (appended as clips are kept) or ``.parquet``
             (written at the end of the run from the JSONL, needs pyarrow).
-        clips_per_shard: clip files per ``shard-XXXXX`` subfolder.
+        sources_per_shard: the clips of this many consecutive sources share one ``clips/shard-XXXXX`` folder (a
+            source's clips always land in the same folder, whichever worker wrote them).
         output_size: longer side, in pixels, of written clips (``None`` keeps the source size).
         crf: H.264 quality of written clips.
     """
 
     mode: str = "files"
     manifest: str = "manifest.jsonl"
-    clips_per_shard: int = 1000
+    sources_per_shard: int = 100
     output_size: int | None = None
     crf: int = 20
 
@@ -99,8 +100,8 @@ class ShardConfig:
         _check_choice("shard.mode", self.mode, SHARD_MODES)
         if Path(self.manifest).suffix not in (".jsonl", ".parquet"):
             raise ValueError(f"shard.manifest must end in .jsonl or .parquet, got {self.manifest!r}")
-        if self.clips_per_shard < 1:
-            raise ValueError(f"shard.clips_per_shard must be >= 1, got {self.clips_per_shard}")
+        if self.sources_per_shard < 1:
+            raise ValueError(f"shard.sources_per_shard must be >= 1, got {self.sources_per_shard}")
 
 
 @dataclass

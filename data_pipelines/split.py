@@ -89,9 +89,18 @@ def fade_trim(luma: np.ndarray, config: SplitConfig) -> tuple[int, int]:
     return head, tail
 
 
+@dataclass
+class SplitPlan:
+    """The clips planned for one source, and how many shots gave no clip, by reason (``"too_short"``: shorter than
+    ``min_duration`` after trimming; ``"black"``: nothing but black or fading frames)."""
+
+    spans: list[ClipSpan]
+    dropped: dict[str, int]
+
+
 def split_shots(
     shots: list[tuple[int, int]], fps: float, config: SplitConfig, luma: np.ndarray | None = None
-) -> list[ClipSpan]:
+) -> SplitPlan:
     """Plan the clips of one source.
 
     Args:
@@ -101,13 +110,14 @@ def split_shots(
         luma: ``float32 [F]`` mean luma per source frame (:func:`mean_luma`), for fade trimming; ``None`` skips it.
 
     Returns:
-        The clips, each inside one shot, between ``min_duration`` and ``max_duration`` long.
+        The clips, each inside one shot, between ``min_duration`` and ``max_duration`` long, and the drop counts.
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     min_frames = max(1, int(math.ceil(config.min_duration * fps - 1e-6)))
     max_frames = max(min_frames, int(math.floor(config.max_duration * fps + 1e-6)))
-    spans = []
+    spans: list[ClipSpan] = []
+    dropped: dict[str, int] = {}
     last_shot = len(shots) - 1
     for shot_index, (shot_start, shot_end) in enumerate(shots):
         trims = {}
@@ -121,6 +131,9 @@ def split_shots(
             trims["cut_tail"] = config.cut_trim_frames
         if config.trim_fades and luma is not None and end > start:
             head, tail = fade_trim(luma[start:end], config)
+            if head >= end - start:
+                dropped["black"] = dropped.get("black", 0) + 1
+                continue
             if head:
                 trims["fade_head"] = head
             if tail:
@@ -128,6 +141,7 @@ def split_shots(
             start, end = start + head, end - tail
         length = end - start
         if length < min_frames:
+            dropped["too_short"] = dropped.get("too_short", 0) + 1
             continue
         windows = int(math.ceil(length / max_frames))
         window_length = length // windows
@@ -138,4 +152,6 @@ def split_shots(
                 window_end = window_start + 1 + 4 * ((window_length - 1) // 4)
             if window_end - window_start >= min_frames:
                 spans.append(ClipSpan(window_start, window_end, shot_index, window_index, dict(trims)))
-    return spans
+            else:
+                dropped["too_short"] = dropped.get("too_short", 0) + 1
+    return SplitPlan(spans, dropped)
