@@ -44,8 +44,13 @@ GENERATOR_NAME = "shapesworld"
 
 
 def write_clip(path: str | os.PathLike, clip: RenderedClip) -> Path:
-    """Write a rendered clip: ``.mp4`` (H.264, plus AAC when ``clip.audio`` is set) or an image suffix for F = 1."""
-    return write_video(path, clip.frames, fps=clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
+    """Write a rendered clip: ``.mp4`` (H.264 4:4:4, plus AAC when ``clip.audio`` is set) or an image suffix for F = 1.
+
+    4:4:4 rather than 4:2:0 because object colour is the ground truth: subsampled chroma smears it across edges.
+    """
+    return write_video(
+        path, clip.frames, fps=clip.fps, audio=clip.audio, sample_rate=clip.sample_rate, pix_fmt="yuv444p"
+    )
 
 
 def scene_record(
