@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
@@ -71,8 +72,14 @@ class TrainState:
     ema_updates: int = 0
 
 
-def make_accelerator(config: TrainConfig, cpu: bool = False) -> Accelerator:
-    """An Accelerator logging to ``<output_dir>/logs`` with the configured trackers and precision."""
+def make_accelerator(config: TrainConfig, cpu: bool | None = None) -> Accelerator:
+    """An Accelerator logging to ``<output_dir>/logs`` with the configured trackers and precision.
+
+    ``cpu=None`` picks the CPU when no GPU is present; accelerate needs that flag to run several CPU processes
+    (``torchrun --nproc_per_node 2 recipes/train.py ...``, gloo backend).
+    """
+    if cpu is None:
+        cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     project = ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "logs"))
     return Accelerator(
         mixed_precision=config.mixed_precision,
@@ -355,7 +362,18 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(payload.tensors["ema"])
             self.ema.num_updates = self.state.ema_updates
-        restore_rng(self.generator, payload.tensors["rng"], payload.json["rng_values"])
+        if "rng" in payload.tensors and "rng_values" in payload.json:
+            restore_rng(self.generator, payload.tensors["rng"], payload.json["rng_values"])
+        else:  # written by fewer processes: this rank has no saved RNG, so the resume is not bit-exact
+            warnings.warn(
+                f"{path} has no RNG state for process {self.accelerator.process_index} (saved with fewer processes); "
+                "reseeding it, so this resume is not bit-exact",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            seed = self.config.seed * 1009 + self.accelerator.process_index + 7 * self.state.step
+            self.generator.manual_seed(seed)
+            seed_everything(seed)
         if self.accelerator.is_main_process:
             tqdm.write(f"resumed from {path} at step {self.state.step}")
         return path
