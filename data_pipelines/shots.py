@@ -95,11 +95,21 @@ class HistogramShotDetector:
         config = self.config
         hsv = rgb_to_hsv(frames).reshape(frames.shape[0], -1, 3)
         parts = []
+        frame_offsets = np.arange(frames.shape[0])[:, None]
         for channel, bins in enumerate((config.hue_bins, config.saturation_bins, config.value_bins)):
-            index = np.minimum((hsv[..., channel] * bins).astype(np.int64), bins - 1)
-            offsets = index + np.arange(frames.shape[0])[:, None] * bins
-            counts = np.bincount(offsets.ravel(), minlength=frames.shape[0] * bins).reshape(frames.shape[0], bins)
-            parts.append(counts / hsv.shape[1])
+            # Soft (linear) binning: a pixel's weight is split between its two nearest bin centres, so a gradual
+            # change (a fade, an exposure drift) moves histogram mass gradually instead of in bin-sized jumps.
+            position = hsv[..., channel] * bins - 0.5
+            lower = np.floor(position)
+            upper_weight = position - lower
+            circular = channel == 0  # hue wraps around
+            lower_bin = np.mod(lower, bins) if circular else np.clip(lower, 0, bins - 1)
+            upper_bin = np.mod(lower + 1, bins) if circular else np.clip(lower + 1, 0, bins - 1)
+            counts = np.zeros(frames.shape[0] * bins, dtype=np.float64)
+            for bin_index, weight in ((lower_bin, 1.0 - upper_weight), (upper_bin, upper_weight)):
+                offsets = (bin_index.astype(np.int64) + frame_offsets * bins).ravel()
+                counts += np.bincount(offsets, weights=weight.ravel(), minlength=counts.size)
+            parts.append(counts.reshape(frames.shape[0], bins) / hsv.shape[1])
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def distances(self, frames: np.ndarray) -> np.ndarray:
