@@ -170,6 +170,62 @@ def test_multi_shot_clip_gets_shot_captions_and_audio_summary(tiny_vlm_dir):
     assert silent[0]["audio_caption"] is None
 
 
+@pytest.fixture(scope="module")
+def tiny_audio_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-Audio (1 encoder layer, 2 decoder layers) and its processor, saved to disk."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
+    vocabulary = {token: index for index, token in enumerate(special + [chr(code) for code in range(32, 127)]
+                                                              + ["\n", "?"])}
+    backend = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token="?"))
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(special)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        unk_token="?")
+    config = Qwen2AudioConfig(
+        audio_config={"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                      "num_mel_bins": 128},
+        text_config={"model_type": "qwen2", "vocab_size": len(vocabulary), "hidden_size": 32,
+                     "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 1, "bos_token_id": 0, "eos_token_id": vocabulary["<|im_end|>"],
+                     "pad_token_id": 0},
+        audio_token_index=vocabulary["<|AUDIO|>"],
+    )
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_qwen2audio")
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(directory)
+    Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer).save_pretrained(
+        directory
+    )
+    return directory
+
+
+def test_audio_model_captions_clips_with_sound(tiny_vlm_dir, tiny_audio_dir):
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.1, (2, 22050)).astype(np.float32)
+    samples = [_sample("loud", 0, audio=noise), _sample("mute", 1), _sample("loud2", 2, audio=noise[:, ::-1].copy())]
+    samples[0].sample_rate = samples[2].sample_rate = 22050  # resampled to the feature extractor's 16 kHz
+    captioner = VideoCaptioner(_config(tiny_vlm_dir, audio="model", audio_model_path=str(tiny_audio_dir),
+                                       audio_max_new_tokens=4))
+    results = captioner.caption_batch(samples)
+    assert results[1]["audio_caption"] is None
+    for index in (0, 2):
+        text = results[index]["audio_caption"]
+        assert isinstance(text, str) and text and not text.startswith("[acoustic summary]")
+        assert len(text) <= 4  # character-level vocabulary, 4 new tokens at most
+    with pytest.raises(FileNotFoundError, match="audio_model_path"):
+        VideoCaptioner(_config(tiny_vlm_dir, audio="model")).caption_batch([samples[0]])
+
+
 def test_config_and_loading_errors_name_the_valid_choices(tmp_path):
     with pytest.raises(ValueError, match="Qwen2_5_VLForConditionalGeneration"):
         CaptionerConfig(model_class="LlamaForCausalLM")
