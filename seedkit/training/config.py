@@ -163,6 +163,12 @@ def from_dict(cls: type[ConfigT], data: dict[str, Any], where: str = "") -> Conf
             kwargs[name] = from_dict(hint, value, f"{where}.{name}".lstrip("."))
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             kwargs[name] = tuple(value)
+        elif hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            # YAML 1.1 reads "3e-4" (no dot) as a string; accept it, and ints, for float fields
+            try:
+                kwargs[name] = float(value)
+            except ValueError as error:
+                raise ValueError(f"config key {where}.{name} must be a number, got {value!r}") from error
         else:
             kwargs[name] = value
     return cls(**kwargs)
