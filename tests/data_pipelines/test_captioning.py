@@ -47,32 +47,41 @@ def _tokenizer():
                                    unk_token="?")
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm_dir(tmp_path_factory) -> Path:
-    """A 2-layer Qwen2-VL with a 1-block vision tower, its tokenizer and image processor, saved to disk."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+def _save_tiny_vlm(directory: Path, model_class: str = "Qwen2VLForConditionalGeneration") -> Path:
+    """A 2-layer Qwen2-VL (or Qwen2.5-VL) with a 1-block vision tower, its tokenizer and image processor."""
+    import transformers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer = _tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    config = Qwen2VLConfig(
+    vision_config = {"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "patch_size": 14,
+                     "spatial_merge_size": 2, "temporal_patch_size": 2}
+    config_class = transformers.Qwen2VLConfig
+    if model_class == "Qwen2_5_VLForConditionalGeneration":
+        config_class = transformers.Qwen2_5_VLConfig
+        vision_config = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 14,
+                         "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": 32,
+                         "window_size": 56, "fullatt_block_indexes": [0]}
+    config = config_class(
         text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
                      "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
                      "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
                      "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
                      "pad_token_id": ids["<|endoftext|>"]},
-        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "patch_size": 14,
-                       "spatial_merge_size": 2, "temporal_patch_size": 2},
+        vision_config=vision_config,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
     torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(config)
-    directory = tmp_path_factory.mktemp("tiny_qwen2vl")
-    model.save_pretrained(directory)
+    getattr(transformers, model_class)(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     Qwen2VLImageProcessorPil().save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm_dir(tmp_path_factory) -> Path:
+    return _save_tiny_vlm(tmp_path_factory.mktemp("tiny_qwen2vl"))
 
 
 def _sample(clip_id: str, seed: int, num_frames: int = 5, audio: np.ndarray | None = None, **metadata) -> ClipSample:
@@ -168,6 +177,14 @@ def test_multi_shot_clip_gets_shot_captions_and_audio_summary(tiny_vlm_dir):
 
     silent = VideoCaptioner(_config(tiny_vlm_dir, audio="none")).caption_batch([_sample("s", 1, audio=tone)])
     assert silent[0]["audio_caption"] is None
+
+
+def test_qwen2_5_vl_class_captions_too(tmp_path):
+    directory = _save_tiny_vlm(tmp_path / "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration")
+    captioner = VideoCaptioner(_config(directory, model_class="Qwen2_5_VLForConditionalGeneration"))
+    assert type(captioner.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    results = captioner.caption_batch([_sample("a", 0), _sample("b", 1)])
+    assert len(results) == 2 and all(result["caption"] for result in results)
 
 
 @pytest.fixture(scope="module")
