@@ -1,0 +1,177 @@
+"""ShapesBench metrics: a detected scene scored against the prompt's ground truth.
+
+Every metric is a number in [0, 1] (accuracies) or a physical quantity (PSNR in dB, offsets in ms), or ``None``
+when it does not apply to the item (motion for an image, consistency for a single shot, audio for a silent task).
+Objects are matched by colour: ShapesWorld draws every colour at most once per clip, so the colour names the subject.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seedkit.data.shapes import Scene
+
+from .detector import DetectedScene
+
+# A detected tone matches a ground-truth tone (pitch accuracy) within this many ms.
+AUDIO_MATCH_TOLERANCE_MS = 100.0
+# A visual bounce is paired with the nearest same-colour tone within this many ms (larger: no pairing).
+AV_PAIR_WINDOW_MS = 500.0
+
+ACCURACY_METRICS = ("color", "shape", "size", "count", "motion", "consistency", "pitch_color")
+METRIC_NAMES = ACCURACY_METRICS + ("first_frame_psnr", "av_offset_ms")
+# Whether a larger value is better, for reports.
+HIGHER_IS_BETTER = {name: True for name in ACCURACY_METRICS} | {"first_frame_psnr": True, "av_offset_ms": False}
+
+
+@dataclass
+class ItemScore:
+    """Metrics of one generated sample; ``details`` says what was matched or missed, per object."""
+
+    metrics: dict[str, float | None]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# PSNR of identical images is infinite; reports cap it so means and JSON stay finite.
+PSNR_CAP_DB = 100.0
+
+
+def psnr(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """PSNR in dB between two ``uint8 [H, W, 3]`` images, capped at ``PSNR_CAP_DB`` (identical images)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    if reference.shape != candidate.shape:
+        raise ValueError(f"PSNR needs equal shapes, got {reference.shape} and {candidate.shape}")
+    mse = float(np.mean((reference - candidate) ** 2))
+    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def score_objects(detected: DetectedScene, truth: Scene, with_motion: bool) -> ItemScore:
+    """Colour, shape, size, count and (for videos) motion accuracy, and multi-shot subject consistency.
+
+    Per ground-truth object of every shot: colour is right when the shot holds a detected object of that colour;
+    shape, size and motion are right when that detected object has them (a missing object scores 0 on all).
+    Count is right per shot when the number of detected objects equals the number asked for. A subject carried
+    across shots is consistent when it is found, with the same shape, in every shot it appears in.
+    """
+    if len(detected.shots) != len(truth.shots):
+        raise ValueError(
+            f"detected scene has {len(detected.shots)} shots but the ground truth has {len(truth.shots)}; "
+            f"detect with shot_starts from the ground truth"
+        )
+    hits: dict[str, list[float]] = {"color": [], "shape": [], "size": [], "count": [], "motion": []}
+    objects_detail = []
+    subject_shapes: dict[int, list[str | None]] = {}
+    for shot_index, (shot_detected, shot_truth) in enumerate(zip(detected.shots, truth.shots)):
+        found = {obj.color: obj for obj in shot_detected.objects}
+        hits["count"].append(float(len(shot_detected.objects) == len(shot_truth.objects)))
+        for obj in shot_truth.objects:
+            match = found.get(obj.color)
+            record = {"shot": shot_index, "subject_id": obj.subject_id, "color": obj.color, "found": match is not None}
+            hits["color"].append(float(match is not None))
+            for attribute in ("shape", "size") + (("motion",) if with_motion else ()):
+                expected = getattr(obj, attribute)
+                got = getattr(match, attribute) if match is not None else None
+                hits[attribute].append(float(got == expected))
+                record[attribute] = {"expected": expected, "detected": got}
+            objects_detail.append(record)
+            subject_shapes.setdefault(obj.subject_id, []).append(match.shape if match is not None else None)
+    carried = {subject: shapes for subject, shapes in subject_shapes.items() if len(shapes) > 1}
+    consistency = [float(None not in shapes and len(set(shapes)) == 1) for shapes in carried.values()]
+    metrics: dict[str, float | None] = {name: _mean(values) for name, values in hits.items()}
+    if not with_motion:
+        metrics["motion"] = None
+    metrics["consistency"] = _mean(consistency)
+    extra = [
+        {"color": obj.color, "shot": index}
+        for index, (shot_detected, shot_truth) in enumerate(zip(detected.shots, truth.shots))
+        for obj in shot_detected.objects
+        if obj.color not in {o.color for o in shot_truth.objects}
+    ]
+    return ItemScore(metrics, {"objects": objects_detail, "unexpected_objects": extra, "carried_subjects": carried})
+
+
+def detected_bounces(detected: DetectedScene, fps: float) -> list[tuple[float, str]]:
+    """Visual bounces of the clip as ``(time_s, colour)``: the frame nearest each wall contact, over ``fps``."""
+    return sorted(
+        (frame / fps, obj.color) for shot in detected.shots for obj in shot.objects for frame in obj.bounce_frames
+    )
+
+
+def score_audio(detected: DetectedScene, truth: Scene, fps: float) -> ItemScore:
+    """Pitch-to-colour accuracy and audio-video offset.
+
+    * ``pitch_color``: share of the ground-truth bounce tones met by a detected tone of the same colour within
+      ``AUDIO_MATCH_TOLERANCE_MS`` (1.0 for a prompt with no bounce when no tone was heard either).
+    * ``av_offset_ms``: mean absolute time between every visual bounce read from the video and the nearest tone of
+      the same colour read from the audio (``None`` when the video shows no bounce or no such tone is heard within
+      ``AV_PAIR_WINDOW_MS``). Both come from the generated clip, so this measures its own synchrony.
+    """
+    if detected.audio_events is None:
+        raise ValueError("the detected scene has no audio analysis; pass the clip's audio and sample rate")
+    heard = [(event.time_s, event.color) for event in detected.audio_events]
+    expected = [(event.time_s, event.color) for event in truth.audio_events]
+    if expected:
+        matched = [
+            any(color == heard_color and abs(time - heard_time) * 1000 <= AUDIO_MATCH_TOLERANCE_MS for heard_time, heard_color in heard)
+            for time, color in expected
+        ]
+        pitch = float(np.mean(matched))
+    else:
+        pitch = float(not heard)
+    offsets = []
+    pairs = []
+    for time, color in detected_bounces(detected, fps):
+        candidates = [heard_time - time for heard_time, heard_color in heard if heard_color == color]
+        if not candidates:
+            continue
+        nearest = min(candidates, key=abs)
+        if abs(nearest) * 1000 <= AV_PAIR_WINDOW_MS:
+            offsets.append(abs(nearest) * 1000)
+            pairs.append({"color": color, "bounce_s": time, "offset_ms": nearest * 1000})
+    return ItemScore(
+        {"pitch_color": pitch, "av_offset_ms": _mean(offsets)},
+        {"heard": [[t, c] for t, c in heard], "expected_tones": [[t, c] for t, c in expected], "av_pairs": pairs},
+    )
+
+
+def score_item(
+    detected: DetectedScene,
+    truth: Scene,
+    task: str,
+    conditioning_image: np.ndarray | None = None,
+    first_frame: np.ndarray | None = None,
+) -> ItemScore:
+    """All metrics of one sample for its task (``t2i``, ``t2v``, ``i2v`` or ``t2av``); non-applicable ones are None.
+
+    Args:
+        detected: the generated clip read by :func:`~evaluation.shapesbench.detector.detect_scene` with the ground
+            truth's shot starts (and audio for ``t2av``).
+        truth: the prompt's ground-truth scene.
+        conditioning_image: ``uint8 [H, W, 3]`` image given to an ``i2v`` model; ``first_frame`` the generated one.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    score = score_objects(detected, truth, with_motion=task != "t2i")
+    metrics = {name: None for name in METRIC_NAMES} | score.metrics
+    details = dict(score.details)
+    if task == "i2v":
+        if conditioning_image is None or first_frame is None:
+            raise ValueError("an i2v item needs the conditioning image and the generated first frame for PSNR")
+        metrics["first_frame_psnr"] = psnr(conditioning_image, first_frame)
+    if task == "t2av":
+        audio = score_audio(detected, truth, truth.fps)
+        metrics.update(audio.metrics)
+        details.update(audio.details)
+    return ItemScore(metrics, details)
+
+
+TASKS = ("t2i", "t2v", "i2v", "t2av")
