@@ -429,11 +429,19 @@ class CurationRun:
         return build_executor(executor.kind, executor.workers, executor.timeout, executor.ray_init)
 
     @property
+    def dedup_index_path(self) -> Path:
+        return self.out_dir / "dedup_index.json"
+
+    @property
     def deduplicator(self):
+        """The dataset-wide near-duplicate index; reloaded from ``dedup_index.json`` so a resumed run still sees
+        the clips kept by earlier runs."""
         if self._deduplicator is None and self.config.dedup.enabled:
             from data_pipelines.dedup import PerceptualHashDeduplicator
 
             self._deduplicator = _build_with_config(PerceptualHashDeduplicator, dict(self.config.dedup.options))
+            if self.dedup_index_path.exists():
+                self._deduplicator.load_state_dict(json.loads(self.dedup_index_path.read_text(encoding="utf-8")))
         return self._deduplicator
 
     @property
@@ -515,9 +523,13 @@ class CurationRun:
     def _finish_source(self, source: Source, result: SourceResult, writer: ManifestWriter) -> SourceStatus:
         dropped = Counter(result.dropped)
         records = {record.id: record for record in result.records}
-        kept_samples = []
+        kept_samples, already_written = [], []
         # 6. near-duplicates across the dataset
         for sample in result.samples:
+            if sample.clip_id in writer.done_ids:
+                # Written by an interrupted earlier run of this source: kept then, kept now, indexed already.
+                already_written.append(sample)
+                continue
             duplicate_of = self.deduplicator.add(sample) if self.deduplicator is not None else None
             if duplicate_of is not None:
                 dropped["duplicate"] += 1
@@ -535,12 +547,14 @@ class CurationRun:
                 record.shot_captions = caption.get("shot_captions") or None
                 if caption.get("audio_caption"):
                     record.metadata["audio_caption"] = caption["audio_caption"]
-        # 8. manifest, then status
+        # 8. manifest, the dedup index, then the status file (which marks the source as done)
         for sample in kept_samples:
-            if sample.clip_id not in writer.done_ids:
-                record = records[sample.clip_id]
-                record.metadata["probe"] = result.probe
-                writer.append(record)
+            record = records[sample.clip_id]
+            record.metadata["probe"] = result.probe
+            writer.append(record)
+        if self.deduplicator is not None and kept_samples:
+            self.deduplicator.save(self.dedup_index_path)
+        kept_samples += already_written
         return SourceStatus(
             source.relative, STATUS_DONE, kept=len(kept_samples), dropped=dict(dropped), warnings=result.warnings
         )

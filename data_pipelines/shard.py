@@ -129,7 +129,12 @@ def make_record(sample: ClipSample, path: str, geometry: dict[str, Any], ranged:
     """The manifest record of a kept clip. ``path`` is relative to the manifest root; ``ranged`` records point at
     the source with ``start_frame`` / ``end_frame``, file records at the clip file (range ``[0, num_frames)``)."""
     captions = sample.captions or {}
-    shot_boundaries = sample.metadata.get("shot_boundaries")
+    # metadata["shot_boundaries"] holds source frame indices; the record counts from the clip's first frame.
+    shot_boundaries = [
+        int(boundary) - sample.start_frame
+        for boundary in sample.metadata.get("shot_boundaries") or ()
+        if sample.start_frame < boundary < sample.end_frame
+    ] or None
     return ClipRecord(
         id=sample.clip_id,
         path=path,

@@ -1,0 +1,254 @@
+"""End-to-end curation: clips and manifest out, bad inputs recorded with reasons, unsafe paths rejected, crashing
+and hanging workers replaced, and resumed runs that never redo or duplicate work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_pipelines import cli as curate_cli
+from data_pipelines.config import CurateConfig, load_config
+from data_pipelines.executors import LocalExecutor
+from data_pipelines.pipeline import CurationRun, SourceProcessor, SourceTask, discover_sources
+from seedkit.data.manifest import Manifest
+from seedkit.data.video_io import read_video, write_video
+
+
+def shared_videos() -> Path | None:
+    root = Path(os.environ.get("SEEDKIT_SHARED_VIDEOS", Path(__file__).resolve().parents[3] / "shared" / "data" / "videos"))
+    return root if root.is_dir() else None
+
+
+def multi_shot_video(path: Path, seed: int, shot_frames=(24, 24, 24), fps: float = 12.0, audio: bool = False) -> Path:
+    """Shots of different coarse random patterns (distinct to perceptual hashes), each with a square moving across
+    it (64x48)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for length in shot_frames:
+        # A distinct palette per shot (so colour histograms see the cut) with a coarse pattern (so hashes differ).
+        base = rng.integers(60, 195, 3)
+        pattern = np.kron(base + rng.integers(-50, 50, (6, 8, 1)), np.ones((8, 8, 1))).clip(0, 255).astype(np.uint8)
+        for step in range(length):
+            frame = pattern.copy()
+            left = (step * 2) % 52
+            frame[16:28, left : left + 12] = 255
+            frames.append(frame)
+    sound = None
+    if audio:
+        time = np.arange(int(16000 * len(frames) / fps)) / 16000
+        sound = (0.3 * np.sin(2 * np.pi * 330 * time)).astype(np.float32)[None]
+    return write_video(path, np.stack(frames), fps=fps, audio=sound, sample_rate=16000 if audio else None)
+
+
+def small_config(**executor) -> CurateConfig:
+    return CurateConfig.from_dict(
+        {
+            "decode": {"analysis_size": 64},
+            "split": {"min_duration": 1.0, "max_duration": 4.0},
+            "filters": {},
+            "dedup": {"enabled": True},
+            "shard": {"output_size": 32},
+            "executor": {"workers": 2, "timeout": 120, **executor},
+        }
+    )
+
+
+def test_curate_writes_clips_manifest_and_summary(tmp_path):
+    inputs = tmp_path / "in"
+    multi_shot_video(inputs / "a.mp4", seed=1, audio=True)
+    multi_shot_video(inputs / "nested" / "b.mp4", seed=2)
+    # An exact copy of a: its clips are near-duplicates of a's.
+    shutil.copy(inputs / "a.mp4", inputs / "nested" / "a_copy.mp4")
+    out = tmp_path / "out"
+    summary = CurationRun(inputs, out, small_config(), progress=False).run()
+
+    # 3 shots per file, 2 frames trimmed at each cut, 12 fps, at most 4 s: 3 clips per file, a_copy all duplicates.
+    assert summary.sources == 3 and summary.failures == {}
+    assert summary.clips_kept == 6 and summary.dropped == {"duplicate": 3}
+    manifest = Manifest.read(out / "manifest.jsonl")
+    assert len(manifest) == 6
+    spans = sorted((r.metadata["source"], r.metadata["shot_index"]) for r in manifest)
+    assert spans == [("a.mp4", 0), ("a.mp4", 1), ("a.mp4", 2), ("nested/b.mp4", 0), ("nested/b.mp4", 1), ("nested/b.mp4", 2)]
+    first = next(r for r in manifest if r.metadata["source"] == "a.mp4" and r.metadata["shot_index"] == 1)
+    assert first.metadata["trims"] == {"cut_head": 2, "cut_tail": 2}
+    assert first.num_frames == 20 and first.has_audio and first.sample_rate == 16000
+    clip = read_video(manifest.resolve(first))
+    assert clip.frames.shape[0] == 20 and max(clip.frames.shape[1:3]) == 32
+    assert clip.audio is not None and abs(clip.audio.shape[1] / clip.sample_rate - 20 / 12) < 0.1
+    assert not any(r.has_audio for r in manifest if r.metadata["source"] == "nested/b.mp4")
+    # The copy's clip files were removed with their records.
+    assert len(list((out / "clips").rglob("*.mp4"))) == 6
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["clips_kept"] == 6 and saved["dropped"] == {"duplicate": 3}
+
+
+def test_bad_inputs_are_recorded_not_fatal(tmp_path):
+    inputs = tmp_path / "in"
+    good = multi_shot_video(inputs / "good.mp4", seed=3)
+    data = good.read_bytes()
+    (inputs / "zero.mp4").write_bytes(b"")
+    (inputs / "random.mp4").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8)))
+    (inputs / "header_only.mp4").write_bytes(data[:48])
+    (inputs / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    renamed = multi_shot_video(tmp_path / "webm_inside.webm", seed=4)
+    shutil.copy(renamed, inputs / "webm_named.mp4")  # wrongly named: a WebM with an .mp4 suffix
+    outside = multi_shot_video(tmp_path / "outside.mp4", seed=5)
+    (inputs / "escape.mp4").symlink_to(outside)
+    shared = shared_videos()
+    if shared is not None:
+        for name in ("failing_audio.mp4", "no_duration.webm", "psd/goldeneye-vfr-drop3.mp4"):
+            shutil.copy(shared / name, inputs / Path(name).name)
+
+    config = small_config()
+    config.decode.max_frames = 120  # keep the shared clips quick
+    out = tmp_path / "out"
+    summary = CurationRun(inputs, out, config, progress=False).run()
+
+    statuses = {json.loads(p.read_text())["source"]: json.loads(p.read_text()) for p in (out / "status").glob("*.json")}
+    assert statuses["zero.mp4"]["reason"] == "empty_file"
+    assert statuses["random.mp4"]["reason"] == "not_a_video"
+    assert statuses["header_only.mp4"]["status"] == "failed" and statuses["header_only.mp4"]["reason"]
+    assert statuses["truncated.mp4"]["status"] in ("done", "failed")
+    assert statuses["good.mp4"]["status"] == "done" and statuses["good.mp4"]["kept"] == 3
+    assert statuses["webm_named.mp4"]["status"] == "done" and statuses["webm_named.mp4"]["kept"] == 3
+    assert "escape.mp4" in summary.rejected_inputs and "unsafe_path" in summary.rejected_inputs["escape.mp4"]
+    assert "escape.mp4" not in statuses
+    if shared is not None:
+        for name in ("failing_audio.mp4", "no_duration.webm", "goldeneye-vfr-drop3.mp4"):
+            assert statuses[name]["status"] == "done", statuses[name]
+        vfr = [r for r in Manifest.read(out / "manifest.jsonl") if r.metadata["source"] == "goldeneye-vfr-drop3.mp4"]
+        assert vfr and all(r.metadata["variable_frame_rate"] for r in vfr)
+    assert summary.failures.get("empty_file") == 1 and summary.failures.get("unsafe_path") == 1
+
+
+def test_list_and_manifest_inputs_reject_escaping_entries(tmp_path):
+    root = tmp_path / "root"
+    multi_shot_video(root / "ok.mp4", seed=6)
+    outside = multi_shot_video(tmp_path / "outside.mp4", seed=7)
+    (root / "link.mp4").symlink_to(outside)
+    entries = ["ok.mp4", "../outside.mp4", str(outside), "link.mp4", "missing.mp4"]
+    listing = root / "list.txt"
+    listing.write_text("# sources\n" + "\n".join(entries) + "\n")
+    manifest = root / "inputs.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(i), "path": entry}) + "\n" for i, entry in enumerate(entries)))
+    for input_path in (listing, manifest):
+        sources, rejected, found_root = discover_sources(input_path)
+        assert found_root == root.resolve()
+        assert [source.relative for source in sources] == ["ok.mp4"]
+        reasons = {item.entry: item.reason for item in rejected}
+        assert reasons == {
+            "../outside.mp4": "unsafe_path",
+            str(outside): "unsafe_path",
+            "link.mp4": "unsafe_path",
+            "missing.mp4": "missing_file",
+        }
+
+
+def test_crashing_and_hanging_workers_are_replaced_and_the_run_goes_on(tmp_path):
+    inputs = tmp_path / "in"
+    for index, name in enumerate(["a_ok", "b_crash", "c_ok", "d_hang", "e_ok", "f_ok"]):
+        multi_shot_video(inputs / f"{name}.mp4", seed=10 + index, shot_frames=(24,))
+    config = small_config(timeout=15, debug_crash_on=["b_crash"], debug_hang_on=["d_hang"])
+    config.dedup.enabled = False
+    out = tmp_path / "out"
+    summary = CurationRun(inputs, out, config, progress=False).run()
+    assert summary.failures == {"worker_crashed": 1, "timeout": 1}
+    assert "exited with code 13" in summary.failed_sources["b_crash.mp4"]
+    assert "timeout" in summary.failed_sources["d_hang.mp4"]
+    assert summary.clips_kept == 4  # one clip from each healthy file, including those after the crash and the hang
+
+
+def test_executor_reports_exceptions_and_reuses_healthy_workers(tmp_path):
+    good = multi_shot_video(tmp_path / "in" / "good.mp4", seed=20, shot_frames=(24,))
+    (tmp_path / "in" / "bad.mp4").write_bytes(b"garbage" * 100)
+    sources, _, _ = discover_sources(tmp_path / "in")
+    config = small_config()
+    config.dedup.enabled = False
+    tasks = [(source.relative, SourceTask(source, str(tmp_path / "out"))) for source in sources] * 1
+    outcomes = {o.key: o for o in LocalExecutor(workers=1, timeout=60).run(SourceProcessor(config), tasks)}
+    assert outcomes["good.mp4"].ok and outcomes["good.mp4"].value.ok and len(outcomes["good.mp4"].value.records) == 1
+    assert outcomes["bad.mp4"].ok and not outcomes["bad.mp4"].value.ok
+    assert outcomes["bad.mp4"].value.reason == "not_a_video"
+    assert good.exists()
+
+
+def test_resume_skips_done_sources_and_never_duplicates_records(tmp_path):
+    inputs = tmp_path / "in"
+    names = [f"v{index}.mp4" for index in range(4)]
+    for index, name in enumerate(names):
+        multi_shot_video(inputs / name, seed=30 + index, shot_frames=(24, 24))
+    first_half = inputs / "half.txt"
+    first_half.write_text("\n".join(names[:2]))
+    everything = inputs / "all.txt"
+    everything.write_text("\n".join(names))
+    config = small_config()
+    out = tmp_path / "out"
+
+    first = CurationRun(first_half, out, config, progress=False).run()
+    assert first.processed_this_run == 2 and first.clips_kept == 4
+    # Simulate a run killed after v1's records reached the manifest but before its status file was written.
+    status_files = {json.loads(p.read_text())["source"]: p for p in (out / "status").glob("*.json")}
+    status_files["v1.mp4"].unlink()
+    second = CurationRun(everything, out, config, progress=False).run()
+    assert second.processed_this_run == 3 and second.skipped_already_done == 1
+    assert second.clips_kept == 8 and second.dropped == {}
+    ids = [record.id for record in Manifest.read(out / "manifest.jsonl")]
+    assert len(ids) == 8 == len(set(ids))
+    third = CurationRun(everything, out, config, progress=False).run()
+    assert third.processed_this_run == 0 and third.skipped_already_done == 4 and third.clips_kept == 8
+
+
+def test_failed_sources_are_retried_only_when_asked(tmp_path):
+    inputs = tmp_path / "in"
+    multi_shot_video(inputs / "flaky.mp4", seed=40, shot_frames=(24,))
+    config = small_config(debug_crash_on=["flaky"])
+    out = tmp_path / "out"
+    assert CurationRun(inputs, out, config, progress=False).run().failures == {"worker_crashed": 1}
+    config.executor.debug_crash_on = []
+    assert CurationRun(inputs, out, config, progress=False).run().processed_this_run == 0
+    retried = CurationRun(inputs, out, config, retry_failed=True, progress=False).run()
+    assert retried.processed_this_run == 1 and retried.failures == {} and retried.clips_kept == 1
+
+
+def test_ranges_mode_and_parquet_manifest(tmp_path):
+    pytest.importorskip("pyarrow")
+    inputs = tmp_path / "in"
+    multi_shot_video(inputs / "a.mp4", seed=50)
+    config = small_config()
+    config.shard.mode = "ranges"
+    config.shard.manifest = "manifest.parquet"
+    out = tmp_path / "out"
+    summary = CurationRun(inputs, out, config, progress=False).run()
+    assert summary.manifest_root == str(inputs.resolve())
+    manifest = Manifest.read(out / "manifest.parquet", root=inputs)
+    assert not (out / "clips").exists()
+    assert [(r.start_frame, r.end_frame) for r in manifest] == [(0, 22), (26, 46), (50, 72)]
+    assert all(manifest.resolve(r) == (inputs / "a.mp4").resolve() for r in manifest)
+
+
+def test_cli_with_yaml_config(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    multi_shot_video(inputs / "a.mp4", seed=60)
+    config_path = tmp_path / "curate.yaml"
+    config_path.write_text(
+        "decode: {analysis_size: 64}\nsplit: {min_duration: 1.0, max_duration: 4.0}\nfilters: {}\n"
+        "shard: {output_size: 32}\n"
+    )
+    assert load_config(config_path).split.max_duration == 4.0
+    parser = __import__("argparse").ArgumentParser()
+    curate_cli.add_arguments(parser)
+    args = parser.parse_args([str(inputs), "--out", str(tmp_path / "out"), "--config", str(config_path),
+                              "--workers", "1", "--timeout", "60", "--no-progress"])
+    assert curate_cli.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "clips kept: 3" in printed and "failures: none" in printed
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["clips_kept"] == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("splitt: {}\n")
+    with pytest.raises(ValueError, match="valid keys"):
+        load_config(bad)
