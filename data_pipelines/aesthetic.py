@@ -19,9 +19,21 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from data_pipelines.filters import laplacian, to_grey
+from data_pipelines.filters import laplacian
+
+
+def _downscale(frames: np.ndarray, analysis_size: int) -> np.ndarray:
+    """``uint8 [N, H, W, 3]`` box-downscaled so the longer side is at most ``analysis_size``."""
+    height, width = frames.shape[1:3]
+    scale = min(1.0, analysis_size / max(height, width))
+    if scale == 1.0:
+        return frames
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(size, Image.Resampling.BOX))
+                     for frame in frames])
 
 
 @runtime_checkable
@@ -67,8 +79,8 @@ class HeuristicAestheticScorer:
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
-        grey = to_grey(frames, self.analysis_size)
-        rgb = frames.astype(np.float32)
+        rgb = _downscale(frames, self.analysis_size).astype(np.float32)
+        grey = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
         red_green = rgb[..., 0] - rgb[..., 1]
         yellow_blue = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
         colourfulness = np.sqrt(red_green.std(axis=(1, 2)) ** 2 + yellow_blue.std(axis=(1, 2)) ** 2) + 0.3 * np.sqrt(

@@ -337,6 +337,14 @@ def test_filters_on_real_clips():
     assert sample.scores["static_fraction"] < 0.2
     assert sample.scores["text_coverage"] < 0.01
 
+    # Subtitles rendered over natural frames are found; the same frames without them are not.
+    bunny = read_video(videos / "bbb_0_30.webm", with_audio=False, max_frames=160).frames[150]
+    for frame in (sintel.frames[12], bunny):
+        natural = np.asarray(Image.fromarray(frame).resize((384, 216), Image.Resampling.BOX))
+        subtitled, _ = _with_text(natural, ["- Where did you find it?", "- Out there, in the snow."], size=18)
+        assert TextFilter()(_clip(natural[None])).scores["text_coverage"] < 0.01
+        assert TextFilter(enforce=False)(_clip(subtitled[None])).scores["text_coverage"] > 0.03
+
     # Big Buck Bunny opens on a fade from black; PySceneDetect's test video starts with black frames.
     for name, reason in (("bbb_0_30.webm", "black_frames"), ("psd/testvideo.mp4", "black_frames")):
         opening = _clip(read_video(videos / name, with_audio=False, max_frames=24).frames)
