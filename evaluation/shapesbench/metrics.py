@@ -17,8 +17,6 @@ from seedkit.data.shapes import Scene
 
 from .detector import DetectedScene
 
-# A detected tone matches a ground-truth tone (pitch accuracy) within this many ms.
-AUDIO_MATCH_TOLERANCE_MS = 100.0
 # A visual bounce is paired with the nearest same-colour tone within this many ms (larger: no pairing).
 AV_PAIR_WINDOW_MS = 500.0
 
@@ -107,26 +105,26 @@ def detected_bounces(detected: DetectedScene, fps: float) -> list[tuple[float, s
 
 
 def score_audio(detected: DetectedScene, truth: Scene, fps: float) -> ItemScore:
-    """Pitch-to-colour accuracy and audio-video offset.
+    """Pitch-to-colour accuracy and audio-video offset, both read from the generated clip alone.
 
-    * ``pitch_color``: share of the ground-truth bounce tones met by a detected tone of the same colour within
-      ``AUDIO_MATCH_TOLERANCE_MS`` (1.0 for a prompt with no bounce when no tone was heard either).
+    Where a generated object bounces depends on where the model put it, so tones are judged against the clip's own
+    video and the prompt's colours, never against the ground truth's bounce times:
+
+    * ``pitch_color``: share of heard tones whose pitch names the colour of an object the prompt makes bounce
+      (0 when the prompt makes something bounce and nothing is heard; 1 when it makes nothing bounce and nothing
+      is heard).
     * ``av_offset_ms``: mean absolute time between every visual bounce read from the video and the nearest tone of
-      the same colour read from the audio (``None`` when the video shows no bounce or no such tone is heard within
-      ``AV_PAIR_WINDOW_MS``). Both come from the generated clip, so this measures its own synchrony.
+      the same colour (``None`` when the video shows no bounce or no such tone is heard within
+      ``AV_PAIR_WINDOW_MS``).
     """
     if detected.audio_events is None:
         raise ValueError("the detected scene has no audio analysis; pass the clip's audio and sample rate")
     heard = [(event.time_s, event.color) for event in detected.audio_events]
-    expected = [(event.time_s, event.color) for event in truth.audio_events]
-    if expected:
-        matched = [
-            any(color == heard_color and abs(time - heard_time) * 1000 <= AUDIO_MATCH_TOLERANCE_MS for heard_time, heard_color in heard)
-            for time, color in expected
-        ]
-        pitch = float(np.mean(matched))
+    bouncing_colors = {obj.color for shot in truth.shots for obj in shot.objects if obj.motion == "bouncing"}
+    if heard:
+        pitch = float(np.mean([color in bouncing_colors for _, color in heard]))
     else:
-        pitch = float(not heard)
+        pitch = 0.0 if truth.audio_events else 1.0
     offsets = []
     pairs = []
     for time, color in detected_bounces(detected, fps):
@@ -139,7 +137,7 @@ def score_audio(detected: DetectedScene, truth: Scene, fps: float) -> ItemScore:
             pairs.append({"color": color, "bounce_s": time, "offset_ms": nearest * 1000})
     return ItemScore(
         {"pitch_color": pitch, "av_offset_ms": _mean(offsets)},
-        {"heard": [[t, c] for t, c in heard], "expected_tones": [[t, c] for t, c in expected], "av_pairs": pairs},
+        {"heard": [[t, c] for t, c in heard], "bouncing_colors": sorted(bouncing_colors), "av_pairs": pairs},
     )
 
 
