@@ -79,15 +79,14 @@ def _box_sum(images: np.ndarray, radius: int) -> np.ndarray:
     """Sum over a ``(2r+1) x (2r+1)`` window around every pixel of ``[..., H, W]`` (edge padding), via an integral
     image so the cost does not depend on the window size."""
     pad = [(0, 0)] * (images.ndim - 2) + [(radius + 1, radius), (radius + 1, radius)]
-    integral = np.pad(images, pad, mode="edge").cumsum(-2).cumsum(-1)
-    integral[..., 0, :] = 0.0
-    integral[..., :, 0] = 0.0
-    # The first padded row / column were zeroed above, so they act as the integral image's zero border.
+    # One extra padded row / column in front: the window of pixel i is then integral[i + size] - integral[i].
+    integral = np.pad(images, pad, mode="edge").astype(np.float64).cumsum(-2).cumsum(-1)
     size = 2 * radius + 1
-    return (
+    window_sums = (
         integral[..., size:, size:] - integral[..., :-size, size:] - integral[..., size:, :-size]
         + integral[..., :-size, :-size]
     )
+    return window_sums.astype(images.dtype)
 
 
 def _warp_bilinear(image: np.ndarray, flow_x: np.ndarray, flow_y: np.ndarray) -> np.ndarray:

@@ -110,6 +110,17 @@ def test_static_clip_is_static_and_slideshow_is_slideshow():
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def test_box_sum_matches_explicit_windows():
+    from data_pipelines.filters import _box_sum
+
+    images = np.random.default_rng(0).normal(size=(2, 7, 9)).astype(np.float32)
+    radius = 2
+    padded = np.pad(images, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    expected = np.array([[[padded[batch, row : row + 5, column : column + 5].sum() for column in range(9)]
+                          for row in range(7)] for batch in range(2)])
+    np.testing.assert_allclose(_box_sum(images, radius), expected, atol=1e-4)
+
+
 @pytest.mark.parametrize("dx, dy", [(2, 1), (5, 0), (0, 3)])
 def test_flow_recovers_known_translation(dx, dy):
     frames = _panning(dx, dy)
