@@ -89,6 +89,77 @@ def oracle_generate_fn(item: SuiteItem) -> GeneratedClip:
     return GeneratedClip(frames=clip.frames, audio=clip.audio, sample_rate=clip.sample_rate)
 
 
+class PipelineGenerator:
+    """``generate_fn`` over a seedkit model directory: loads it once (lazily) and picks the pipeline by item task.
+
+    Args:
+        model_dir: a directory written by a seedkit pipeline's ``save_pretrained`` (diffusers layout).
+        num_inference_steps, guidance_scale: sampling settings for every item.
+        device: torch device; ``None`` picks CUDA when available, else the CPU.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        device: str | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"{self.model_dir} is not a seedkit model directory (no model_index.json); pass a directory written "
+                "by a seedkit pipeline's save_pretrained"
+            )
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.device = device
+        self._pipelines: dict[str, Any] = {}
+
+    def pipeline(self, task: str):
+        import torch
+
+        from seedkit.pipelines import PIPELINES_BY_TASK, SeedkitTextToVideoPipeline
+
+        if task not in self._pipelines:
+            if "t2v" not in self._pipelines:
+                device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+                base = SeedkitTextToVideoPipeline.from_pretrained(self.model_dir).to(device)
+                base.set_progress_bar_config(disable=True)
+                self._pipelines["t2v"] = base
+            if task not in PIPELINES_BY_TASK:
+                raise ValueError(
+                    f"seedkit has no pipeline for task {task!r}; available: {', '.join(PIPELINES_BY_TASK)}"
+                )
+            if task != "t2v":
+                base = self._pipelines["t2v"]
+                pipeline = PIPELINES_BY_TASK[task](**base.components, **base.pipeline_kwargs())
+                pipeline.set_progress_bar_config(disable=True)
+                self._pipelines[task] = pipeline
+        return self._pipelines[task]
+
+    def __call__(self, item: SuiteItem) -> np.ndarray:
+        """Frames ``float [F, H, W, 3]`` in [0, 1] for ``item`` (seeded by the item's seed)."""
+        import torch
+        from PIL import Image
+
+        pipeline = self.pipeline(item.task)
+        kwargs = dict(
+            prompt=item.prompt,
+            height=item.height,
+            width=item.width,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            generator=torch.Generator(device="cpu").manual_seed(item.seed),
+            output_type="np",
+        )
+        if item.task == "t2i":
+            return np.asarray(pipeline(**kwargs).images[0])[None]
+        if item.task == "i2v":
+            kwargs["image"] = Image.fromarray(item.conditioning_image())
+        return np.asarray(pipeline(**kwargs, num_frames=item.num_frames).frames[0])
+
+
 def to_clip(output: Any) -> GeneratedClip:
     """Normalise whatever a generator returned into a :class:`GeneratedClip`; :class:`ClipError` if impossible."""
     if isinstance(output, GeneratedClip):
