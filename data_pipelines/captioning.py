@@ -151,15 +151,16 @@ def _resolve_dtype(name: str):
 def _shot_ranges(sample: ClipSample) -> list[tuple[int, int]]:
     """Shots of ``sample`` as ``[start, end)`` ranges of ``sample.frames``.
 
-    ``sample.metadata["shot_boundaries"]`` lists source frame indices at which a new shot starts inside the clip
-    (as ``start_frame``, absolute); they are mapped onto the analysis frames with ``metadata["frame_stride"]``.
+    ``sample.metadata["shot_boundaries"]`` lists the first frame of every shot after the first, in source frames
+    relative to ``start_frame`` (the convention of ``ClipRecord.shot_boundaries``); they are mapped onto the
+    analysis frames with ``metadata["frame_stride"]``.
     """
     count = len(sample.frames)
     stride = int(sample.metadata.get("frame_stride", 1))
     cuts = sorted({
-        int(np.ceil((boundary - sample.start_frame) / stride))
-        for boundary in sample.metadata.get("shot_boundaries", ())
-        if sample.start_frame < boundary < sample.end_frame
+        int(np.ceil(boundary / stride))
+        for boundary in sample.metadata.get("shot_boundaries") or ()
+        if 0 < boundary < sample.num_frames
     })
     edges = [0] + [cut for cut in cuts if 0 < cut < count] + [count]
     return [(start, end) for start, end in zip(edges[:-1], edges[1:]) if end > start]

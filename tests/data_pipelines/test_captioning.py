@@ -161,8 +161,8 @@ def test_multi_shot_clip_gets_shot_captions_and_audio_summary(tiny_vlm_dir):
     rate = 16000
     time = np.arange(rate) / rate
     tone = (0.5 * np.sin(2 * np.pi * 440.0 * time)).astype(np.float32)[None]
-    # Source frames 100..108, cut at source frame 104: two shots of four frames each.
-    sample = _sample("multishot", seed=3, num_frames=8, audio=tone, shot_boundaries=[104])
+    # Source frames 100..108, cut 4 frames in (relative to start_frame, as in ClipRecord): two shots of four.
+    sample = _sample("multishot", seed=3, num_frames=8, audio=tone, shot_boundaries=[4])
     captioner = VideoCaptioner(_config(tiny_vlm_dir, shot_prompt_template="Shot {shot_number} of {num_shots}."))
     recorder = _GenerateRecorder(captioner)
     [result] = captioner.caption_batch([sample])
@@ -241,6 +241,16 @@ def test_audio_model_captions_clips_with_sound(tiny_vlm_dir, tiny_audio_dir):
         assert len(text) <= 4  # character-level vocabulary, 4 new tokens at most
     with pytest.raises(FileNotFoundError, match="audio_model_path"):
         VideoCaptioner(_config(tiny_vlm_dir, audio="model")).caption_batch([samples[0]])
+
+
+def test_shot_ranges_map_source_boundaries_onto_strided_frames():
+    from data_pipelines.captioning import _shot_ranges
+
+    # 16 source frames held as 8 analysis frames (stride 2); cuts 6 and 11 frames in, one outside the clip.
+    sample = _sample("strided", 0, num_frames=8, frame_stride=2, shot_boundaries=[6, 11, 40])
+    sample.end_frame = sample.start_frame + 16
+    assert _shot_ranges(sample) == [(0, 3), (3, 6), (6, 8)]
+    assert _shot_ranges(_sample("single", 0)) == [(0, 5)]
 
 
 def test_config_and_loading_errors_name_the_valid_choices(tmp_path):
