@@ -44,7 +44,7 @@ def test_vae_recipe_trains_and_exports(tmp_path):
         None,
         [
             f"train.output_dir={tmp_path}",
-            "train.max_steps=8",
+            "train.max_steps=6",
             "train.batch_size=2",
             "train.trackers=[]",
             "train.progress_bar=false",
@@ -60,7 +60,7 @@ def test_vae_recipe_trains_and_exports(tmp_path):
     )
     trainer = build_vae_trainer(config)
     trainer.train()
-    assert len(trainer.losses) == 8 and all(torch.isfinite(torch.tensor(trainer.losses)))
+    assert len(trainer.losses) == 6 and all(torch.isfinite(torch.tensor(trainer.losses)))
     assert min(trainer.losses[-3:]) < trainer.losses[0]  # it learns
     path = export_vae(trainer, tmp_path / "final", num_samples=4)
     saved = json.loads((path / "config.json").read_text())
