@@ -288,14 +288,15 @@ class MotionFilterConfig(FilterConfig):
     of resolution and contrast. ``method="frame_difference"`` measures ``motion_frame_difference``: the mean
     absolute grey-level change per source frame (0-255). It is ten times cheaper but conflates speed with
     texture and contrast (a slow pan over a detailed scene scores like a fast pan over a plain one) and cannot
-    tell camera shake from motion. The flow solver recovers displacements up to about 10 analysis pixels between
-    analysed frames (about 8 % of the width at the default size) and underestimates beyond, so ``max_flow`` is
-    only meaningful below that. Both scores are written when ``method="flow"``; the thresholds of the chosen
+    tell camera shake from motion. Both are measured between neighbouring frames of ``sample.frames`` at
+    ``max_frames`` positions spread over the clip. The flow solver recovers displacements up to about 10 analysis
+    pixels per frame pair (about 8 % of the width at the default size) and underestimates beyond, so ``max_flow``
+    is only meaningful below that. Both scores are written when ``method="flow"``; the thresholds of the chosen
     method decide.
     """
 
     analysis_size: int = 128
-    max_frames: int = 9
+    max_frames: int = 8  # pairs of neighbouring frames analysed
     method: str = "flow"
     min_flow: float | None = 0.05
     max_flow: float | None = None
@@ -319,17 +320,20 @@ class MotionFilter(ClipFilter):
             raise ValueError(f"unknown motion method {self.config.method!r}; valid: {', '.join(MOTION_METHODS)}")
 
     def score(self, sample: ClipSample) -> dict[str, float]:
-        indices, grey = self._analysis_frames(sample)
-        if len(indices) < 2:
+        if len(sample.frames) < 2:
             return {"motion_flow": 0.0, "motion_frame_difference": 0.0}
-        # Displacements between analysed frames are divided by how many source frames separate them.
-        gaps = np.diff(indices).astype(np.float32) * frame_stride(sample)
-        differences = np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2)) / gaps
+        # Neighbouring frames at evenly spread positions: displacements stay small enough for the flow solver
+        # however long the clip, and the mean covers the whole clip.
+        firsts = sample_indices(len(sample.frames) - 1, self.config.max_frames)
+        grey = to_grey(sample.frames[np.stack([firsts, firsts + 1], axis=1).reshape(-1)], self.config.analysis_size)
+        previous_frames, current_frames = grey[0::2], grey[1::2]
+        gap = float(frame_stride(sample))
+        differences = np.abs(current_frames - previous_frames).mean(axis=(1, 2)) / gap
         scores = {"motion_frame_difference": float(differences.mean())}
         if self.config.method == "flow":
             width = grey.shape[2]
             magnitudes = []
-            for previous, current, gap in zip(grey[:-1], grey[1:], gaps):
+            for previous, current in zip(previous_frames, current_frames):
                 flow, reliable = lucas_kanade_flow(
                     previous, current, self.config.pyramid_levels, self.config.window_radius, self.config.iterations
                 )
