@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .buckets import BucketSet
 from .manifest import ClipRecord, Manifest, ManifestWriter
 from .video_io import frames_to_tensor, read_video
 
@@ -63,8 +64,31 @@ def valid_frame_count(num_frames: int) -> int:
     return 1 + 4 * ((num_frames - 1) // 4)
 
 
-def _prepare_pixels(video: torch.Tensor, spatial_multiple: int) -> torch.Tensor:
-    """Trim to ``1 + 4k`` frames and centre-crop sides to multiples of ``spatial_multiple`` (documented crop)."""
+def fit_to_bucket(video: torch.Tensor, bucket: tuple[int, int, int]) -> torch.Tensor:
+    """Resize ``[C, F, H, W]`` (aspect kept, area interpolation) to cover ``bucket``, then centre-crop to it and keep
+    its first ``bucket[0]`` frames."""
+    frames, height, width = bucket
+    if video.shape[1] < frames:
+        raise ValueError(f"clip of {video.shape[1]} frames cannot fill a {frames}-frame bucket")
+    video = video[:, :frames]
+    scale = max(height / video.shape[2], width / video.shape[3])
+    size = (max(height, round(video.shape[2] * scale)), max(width, round(video.shape[3] * scale)))
+    if size != tuple(video.shape[2:]):
+        mode = "area" if scale < 1 else "bilinear"
+        resized = torch.nn.functional.interpolate(video.transpose(0, 1), size=size, mode=mode)
+        video = resized.transpose(0, 1).clamp(-1, 1)
+    top, left = (video.shape[2] - height) // 2, (video.shape[3] - width) // 2
+    return video[:, :, top : top + height, left : left + width]
+
+
+def _prepare_pixels(video: torch.Tensor, spatial_multiple: int, buckets: BucketSet | None = None) -> torch.Tensor:
+    """Fit to the assigned bucket when ``buckets`` is given; otherwise trim to ``1 + 4k`` frames and centre-crop
+    sides to multiples of ``spatial_multiple``."""
+    if buckets is not None:
+        bucket = buckets.assign(*video.shape[1:])
+        if bucket is None:
+            raise ValueError(f"no bucket holds a clip of shape {tuple(video.shape[1:])}; add a shorter bucket")
+        return fit_to_bucket(video, bucket)
     _, num_frames, height, width = video.shape
     frames = valid_frame_count(num_frames)
     new_height = height - height % spatial_multiple
@@ -84,6 +108,7 @@ def build_latent_cache(
     batch_size: int = 4,
     shard_size: int = 256,
     spatial_multiple: int | None = None,
+    buckets: BucketSet | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> Path:
@@ -95,6 +120,9 @@ def build_latent_cache(
         spatial_multiple: sides are centre-cropped to multiples of this (default: the VAE's spatial compression
             times 2, the transformer's usual patch size); frame counts are trimmed to ``1 + 4k``. Both are recorded
             in the sample's metadata.
+        buckets: resize and crop every clip to its :meth:`BucketSet.assign` bucket instead (for real footage of
+            many resolutions, so batches of one bucket can be formed); bucket sides must be multiples of
+            ``spatial_multiple`` and frame counts ``1 + 4k``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +175,7 @@ def build_latent_cache(
     try:
         groups: dict[tuple[int, int, int], list[tuple[ClipRecord, torch.Tensor]]] = defaultdict(list)
         for record in todo:
-            pixels = _prepare_pixels(load_clip(manifest, record), spatial_multiple)
+            pixels = _prepare_pixels(load_clip(manifest, record), spatial_multiple, buckets)
             key = tuple(pixels.shape[1:])
             groups[key].append((record, pixels))
             if len(groups[key]) == batch_size:

@@ -88,6 +88,7 @@ class DataConfig:
     image_fraction: float = 0.3  # ShapesWorld: share of single-frame samples
     multi_shot: float = 0.0  # ShapesWorld: share of multi-shot videos
     seed: int = 0  # ShapesWorld dataset seed
+    buckets: list[list[int]] | None = None  # (F, H, W) pixel buckets clips are resized/cropped to before caching
     batching: str = "bucket"
     token_budget: int = 256
     cache_batch_size: int = 4

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from seedkit.data.buckets import BucketBatchSampler
+from seedkit.data.buckets import BucketBatchSampler, BucketSet
 from seedkit.data.datasets import LatentDataset, collate_latents, collate_packed
 from seedkit.data.latent_cache import build_latent_cache
 from seedkit.data.manifest import Manifest
@@ -84,6 +84,7 @@ def prepare_latent_cache(config: RecipeConfig, accelerator: Accelerator) -> Path
                 load_text_encoder(text_encoder_name),
                 cache_dir,
                 batch_size=config.data.cache_batch_size,
+                buckets=BucketSet(config.data.buckets) if config.data.buckets else None,
                 device=accelerator.device,
             )
     return cache_dir

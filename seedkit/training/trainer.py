@@ -278,7 +278,10 @@ class Trainer:
             metrics["tokens_per_second"] = metrics["tokens"] / elapsed
             progress.update(1)
             progress.set_postfix(
-                loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}", sps=f"{metrics['samples_per_second']:.1f}"
+                loss=f"{metrics['loss']:.4f}",
+                lr=f"{metrics['lr']:.2e}",
+                samples_s=f"{metrics['samples_per_second']:.1f}",
+                tokens_s=f"{metrics['tokens_per_second']:.0f}",
             )
             if self.config.trackers and self.state.step % self.config.log_every == 0:
                 self.accelerator.log(metrics, step=self.state.step)

@@ -101,3 +101,19 @@ def test_valid_frame_count():
     assert [valid_frame_count(n) for n in (1, 4, 5, 8, 9, 12)] == [1, 1, 5, 5, 9, 9]
     with pytest.raises(ValueError):
         valid_frame_count(0)
+
+
+def test_fit_to_bucket_and_bucketed_cache(tmp_path, shapes_manifest, components):
+    from seedkit.data.buckets import BucketSet
+    from seedkit.data.latent_cache import fit_to_bucket
+
+    video = torch.linspace(-1, 1, 3 * 9 * 30 * 50).reshape(3, 9, 30, 50)
+    fitted = fit_to_bucket(video, (5, 16, 32))
+    assert fitted.shape == (3, 5, 16, 32) and fitted.min() >= -1 and fitted.max() <= 1
+    with pytest.raises(ValueError, match="cannot fill"):
+        fit_to_bucket(video, (13, 16, 16))
+    vae, text_encoder = components
+    buckets = BucketSet([(1, 16, 16), (5, 16, 16)])  # the 16x32 clips are resized + cropped to 16x16
+    build_latent_cache(shapes_manifest, vae, text_encoder, tmp_path, buckets=buckets, progress=False)
+    shapes = {tuple(record.metadata["latent_shape"]) for record in LatentCache(tmp_path).manifest}
+    assert shapes == {(8, 1, 2, 2), (8, 2, 2, 2)}
