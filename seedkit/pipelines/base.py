@@ -146,8 +146,11 @@ class SeedkitPipelineBase(DiffusionPipeline):
         `default_height`, `default_width`, `default_num_frames` and `max_sequence_length`, which go to the pipeline."""
         pipeline_keys = ("default_height", "default_width", "default_num_frames", "max_sequence_length")
         pipeline_kwargs = {key: kwargs.pop(key) for key in pipeline_keys if key in kwargs}
+        text_encoder_name = flavors.get(flavor).text_encoder
+        # Truncate prompts as the flavor's text encoder (and so the latent cache used in training) does.
+        pipeline_kwargs.setdefault("max_sequence_length", TEXT_ENCODERS[text_encoder_name].max_sequence_length)
         if kwargs.get("text_encoder_path") is None:
-            pipeline_kwargs["text_encoder_name"] = flavors.get(flavor).text_encoder
+            pipeline_kwargs["text_encoder_name"] = text_encoder_name
         return cls(**build_components(flavor, seed=seed, **kwargs), **pipeline_kwargs)
 
     def pipeline_kwargs(self) -> dict:

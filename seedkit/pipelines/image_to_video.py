@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput
 
 from seedkit.flow.conditioning import first_frame_condition
@@ -86,6 +87,8 @@ class SeedkitImageToVideoPipeline(SeedkitPipelineBase):
         num_frames = num_frames or self.config.default_num_frames
         prompt = self._as_prompt_list(prompt, "prompt")
         negative_prompt = self._as_prompt_list(negative_prompt, "negative_prompt")
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
         # 1. Check inputs; every error names the valid values.
         if image is None:

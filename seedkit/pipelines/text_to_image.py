@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from seedkit.models.text_encoders import TextEmbeddings
@@ -63,6 +64,8 @@ class SeedkitTextToImagePipeline(SeedkitPipelineBase):
         num_frames = 1
         prompt = self._as_prompt_list(prompt, "prompt")
         negative_prompt = self._as_prompt_list(negative_prompt, "negative_prompt")
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
         # 1. Check inputs; every error names the valid values.
         self.check_inputs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from seedkit.models.text_encoders import TextEmbeddings
 from seedkit.pipelines.base import SeedkitPipelineBase, SeedkitVideoPipelineOutput
@@ -80,6 +81,8 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
         num_frames = num_frames or self.config.default_num_frames
         prompt = self._as_prompt_list(prompt, "prompt")
         negative_prompt = self._as_prompt_list(negative_prompt, "negative_prompt")
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
         # 1. Check inputs; every error names the valid values.
         self.check_inputs(
