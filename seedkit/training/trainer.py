@@ -197,6 +197,7 @@ class Trainer:
                 num_workers=self.config.num_workers,
                 collate_fn=self.collate_fn,
                 generator=loader_generator,
+                pin_memory=self.accelerator.device.type == "cuda",
             )
             for batch in loader:
                 self.state.batch_in_epoch += 1

@@ -16,7 +16,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 def test_overrides_are_parsed_as_yaml(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("name: x\noptim:\n  lr: 1.0e-4\ntrain:\n  max_steps: 5\n")
-    config = load_config(path, ["train.max_steps=20", "optim.betas=[0.8, 0.9]", "data.sizes=[[16, 16]]", "optim.eps=1e-6"])
+    overrides = ["train.max_steps=20", "optim.betas=[0.8, 0.9]", "data.sizes=[[16, 16]]", "optim.eps=1e-6"]
+    config = load_config(path, overrides)
     assert config.train.max_steps == 20 and config.optim.lr == 1e-4
     assert config.optim.betas == (0.8, 0.9) and config.data.sizes == [[16, 16]] and config.optim.eps == 1e-6
     assert to_flat_dict(config)["train.max_steps"] == 20
