@@ -8,7 +8,8 @@ including the terminal value (e.g. diffusers' `FlowMatchEulerDiscreteScheduler.s
 * :func:`sample_euler`: explicit Euler, first order; step for step what `FlowMatchEulerDiscreteScheduler.step` does.
 * :func:`sample_heun`: Heun's method (explicit trapezoidal rule), second order, two velocity evaluations per step
   (Karras et al. 2022, Algorithm 1). Unlike diffusion denoisers, a velocity field is well defined at sigma = 0,
-  so the last step is a full Heun step as well.
+  so by default the last step is a full Heun step as well; `euler_last_step=True` ends with an Euler step into
+  sigma = 0 as k-diffusion and diffusers' `FlowMatchHeunDiscreteScheduler` do (and then matches that scheduler).
 """
 
 from __future__ import annotations
@@ -86,11 +87,14 @@ def sample_heun(
     noise: torch.Tensor,
     sigmas: torch.Tensor,
     callback: Callable[[SolverStep], None] | None = None,
+    euler_last_step: bool = False,
 ) -> torch.Tensor:
     """Heun's second-order method: an Euler predictor, then the trapezoidal corrector
     `x <- x + (sigma_next - sigma) * (v(x, sigma) + v(x_euler, sigma_next)) / 2`.
 
     Arguments and return value as :func:`sample_euler`; costs 2 velocity evaluations per step.
+    `euler_last_step`: take a plain Euler step when `sigma_next == 0` (k-diffusion / diffusers behaviour; one
+    velocity evaluation fewer, still second order overall since only one step is first order).
     """
     _check_sigmas(sigmas)
     x = noise
@@ -99,6 +103,11 @@ def sample_heun(
         step = (sigma_next - sigma).to(x.dtype)
         velocity = velocity_fn(x, _batch_sigma(sigma, x))
         x_euler = x + step * velocity
+        if euler_last_step and float(sigma_next) == 0.0:
+            x = x_euler
+            if callback is not None:
+                callback(SolverStep(index=index, sigma=sigma, sigma_next=sigma_next, sample=x, velocity=velocity))
+            continue
         velocity_next = velocity_fn(x_euler, _batch_sigma(sigma_next, x))
         averaged_velocity = 0.5 * (velocity + velocity_next)
         x = x + step * averaged_velocity
