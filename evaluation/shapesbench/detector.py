@@ -536,8 +536,9 @@ def detect_cuts(colors: list[str], alphas: np.ndarray, presence: np.ndarray, con
     full_before = np.zeros_like(presence)
     full_after = np.zeros_like(presence)
     for frame in range(num_frames):
-        full_before[:, frame] = areas[:, frame] >= 0.97 * areas[:, max(0, frame - 3) : frame + 1].max(axis=1)
-        full_after[:, frame] = areas[:, frame] >= 0.97 * areas[:, frame : frame + 4].max(axis=1)
+        # Windows reach one frame across a possible cut: an occluded object's area grows when it is uncovered.
+        full_before[:, frame] = areas[:, frame] >= 0.97 * areas[:, max(0, frame - 3) : frame + 2].max(axis=1)
+        full_after[:, frame] = areas[:, frame] >= 0.97 * areas[:, max(0, frame - 1) : frame + 4].max(axis=1)
     clean_before = presence & (~touching | full_before)
     clean_after = presence & (~touching | full_after)
     # Gap between the object's bounding box and the frame edge, per side: [C, F, 4] as (left, right, top, bottom).
@@ -721,7 +722,8 @@ def _read_object(
         else:
             track[frame] = centers[frame]
     motion, speed, contact_times = classify_motion(track, min_side, config)
-    bounce_frames = [start_frame + int(math.floor(time + 0.5)) for time in contact_times]
+    # A corner hit reflects both axes in one frame: ShapesWorld records (and sounds) it once.
+    bounce_frames = sorted({start_frame + int(math.floor(time + 0.5)) for time in contact_times})
     return DetectedObject(
         color=color,
         shape=shape_fit.shape,

@@ -1,0 +1,96 @@
+"""ShapesBench runner: the oracle scores ~1.0 end to end (report.json + report.html), bad samples become recorded
+failures, the committed suites are well-formed and reproducible, and `seedkit eval shapesbench --oracle` works."""
+
+import json
+
+import numpy as np
+import pytest
+
+from evaluation.shapesbench.runner import GeneratedClip, oracle_generate_fn, run_shapesbench
+from evaluation.shapesbench.suites import SUITES, available_suites, build_suite, load_suite
+
+
+def test_committed_suites_are_complete_and_reproducible():
+    assert set(available_suites()) == set(SUITES)
+    for name, definition in SUITES.items():
+        items = load_suite(name)
+        assert len(items) >= 16
+        assert {item.task for item in items} == {definition.task}
+        assert {item.split for item in items} == {"train", "heldout"}
+        assert all(item.prompt and item.truth().num_frames == item.num_frames for item in items)
+    rebuilt = build_suite("multi_shot", num_items=3)
+    committed = load_suite("multi_shot")[:3]
+    assert [item.to_dict() for item in rebuilt] == [item.to_dict() for item in committed]
+    assert all(len(item.truth().shots) == 2 for item in committed)
+
+
+def test_oracle_scores_one_and_writes_reports(tmp_path):
+    report = run_shapesbench(oracle_generate_fn, None, tmp_path, limit=2, progress=False)
+    assert report.summary["items"] == 2 * len(SUITES) and report.summary["failed"] == 0
+    metrics = report.summary["metrics"]
+    for name in ("color", "shape", "size", "count", "motion", "consistency", "pitch_color"):
+        assert metrics[name] >= 0.99, (name, metrics)
+    assert metrics["first_frame_psnr"] == 100.0
+    assert metrics["av_offset_ms"] < 2.0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert set(data["suites"]) == set(SUITES)
+    assert data["suites"]["multi_shot"]["metrics"]["consistency"] == 1.0
+    assert {"train", "heldout"} <= set(data["summary"]["by_split"])
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<svg") >= 7 and "samples/motion-000.png" in html
+    assert (tmp_path / "samples" / "motion-000.png").is_file()
+
+
+def test_bad_samples_are_recorded_failures_not_crashes(tmp_path):
+    items = load_suite("single_object")[:2] + load_suite("audio_video")[:2] + load_suite("image")[:1]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video")
+
+    def generate(item):
+        if item.id == "single_object-000":
+            raise RuntimeError("out of memory")
+        if item.id == "single_object-001":
+            return np.zeros((item.num_frames, item.height // 2, item.width, 3), np.uint8)  # wrong size
+        if item.id == "audio_video-000":
+            return GeneratedClip(oracle_generate_fn(item).frames)  # audio missing for a t2av item
+        if item.id == "image-000":
+            return str(broken)  # unreadable file
+        return oracle_generate_fn(item)
+
+    report = run_shapesbench(generate, items, tmp_path / "report", progress=False)
+    by_id = {record.id: record for record in report.items}
+    assert by_id["single_object-000"].status == "failed" and "out of memory" in by_id["single_object-000"].reason
+    assert "wrong size" in by_id["single_object-001"].reason
+    assert "missing audio" in by_id["audio_video-000"].reason
+    assert "unreadable" in by_id["image-000"].reason
+    assert by_id["audio_video-001"].status == "ok" and by_id["audio_video-001"].metrics["color"] == 1.0
+    # Failed items count 0 on accuracies: 1 good item out of 5.
+    assert report.summary["failed"] == 4
+    assert report.summary["metrics"]["color"] == pytest.approx(1 / 5)
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [item["status"] for item in data["items"]].count("failed") == 4
+    assert "failed: " in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_float_frames_and_images_are_accepted(tmp_path):
+    items = load_suite("image")[:1] + load_suite("motion")[:1]
+
+    def generate(item):
+        frames = oracle_generate_fn(item).frames.astype(np.float32) / 255.0
+        return frames[0] if item.task == "t2i" else frames  # an image may come back as [H, W, 3]
+
+    report = run_shapesbench(generate, items, tmp_path, progress=False, write_html=False)
+    assert report.summary["failed"] == 0 and report.summary["metrics"]["shape"] == 1.0
+
+
+def test_cli_oracle(tmp_path, capsys):
+    from seedkit.cli import main
+
+    code = main(["eval", "shapesbench", "--oracle", "--out", str(tmp_path), "--suite", "motion", "--limit", "2",
+                 "--height", "40", "--width", "56", "--no-progress"])
+    assert code == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["summary"]["items"] == 2 and data["summary"]["metrics"]["motion"] == 1.0
+    assert data["settings"]["height"] == 40
+    with pytest.raises(SystemExit):
+        main(["eval", "shapesbench", "--out", str(tmp_path)])  # neither --model nor --oracle
