@@ -246,6 +246,11 @@ def test_registry_build_disable_and_score_only():
     with pytest.raises(ValueError, match="min_sharpness"):
         build_filter("sharpness", {"min_sharp": 3})
 
+    # Worker processes receive the stages pickled: every filter survives the round trip with its config.
+    for name, filter_class in FILTERS.items():
+        restored = pickle.loads(pickle.dumps(build_filter(name, {"enforce": False})))
+        assert type(restored) is filter_class and restored.config.enforce is False
+
     black = _clip(np.zeros((4, 16, 16, 3), np.uint8))
     assert build_filter("brightness", {"enabled": False})(black).scores == {}
     build_filter("brightness", {"enforce": False})(black)
