@@ -189,9 +189,29 @@ def test_save_and_reload_give_the_same_output(pipe, tmp_path):
     assert as_image("a red circle", num_inference_steps=1, output_type="np").images.shape == (1, 16, 16, 3)
 
 
-def test_cpu_offload_sequence_names_registered_models(pipe):
+def test_model_cpu_offload_and_vae_tiling_keep_the_output():
+    pipe = make_pipeline()
     assert set(pipe.model_cpu_offload_seq.split("->")) == {"text_encoder", "transformer", "vae"}
     assert set(pipe.components) == {"transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
+    kwargs = dict(prompt="a red circle", num_inference_steps=2, output_type="np")
+    reference = pipe(**kwargs, generator=seeded(3)).frames
+    pipe.enable_model_cpu_offload(device="cpu")  # accelerate hooks; "cpu" stands in for the accelerator here
+    np.testing.assert_allclose(pipe(**kwargs, generator=seeded(3)).frames, reference, atol=1e-6)
+
+
+def test_diffusers_pipeline_callback_objects(pipe):
+    from diffusers.callbacks import PipelineCallback
+
+    class ZeroLatentsAtStep(PipelineCallback):
+        tensor_inputs = ["latents"]
+
+        def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
+            self.seen = sorted(callback_kwargs)
+            return {"latents": torch.zeros_like(callback_kwargs["latents"])}
+
+    callback = ZeroLatentsAtStep(cutoff_step_ratio=None, cutoff_step_index=0)
+    output = pipe("a red circle", num_inference_steps=2, output_type="latent", callback_on_step_end=callback)
+    assert callback.seen == ["latents"] and torch.count_nonzero(output.frames) == 0
 
 
 def test_minilm_text_encoder_saved_by_name_and_precomputed_embeddings(tmp_path):
