@@ -72,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class GenerationItem:
-    """One thing to generate. `index` is its position in the prompts file (0 for a single prompt)."""
+    """One thing to generate. `index` counts the prompts in the file (0 for a single prompt); `line` is its line
+    number there (None for a single prompt)."""
 
     index: int
     id: str
@@ -87,6 +88,7 @@ class GenerationItem:
     guidance: float = 5.0
     negative_prompt: str | None = None
     image: str | None = None
+    line: int | None = None
 
 
 @dataclass
@@ -195,6 +197,7 @@ def parse_prompts_file(path: Path, args: argparse.Namespace, out_dir: Path) -> t
                     guidance=_typed(record, "guidance", float, args.guidance),
                     negative_prompt=_typed(record, "negative_prompt", str, args.negative_prompt),
                     image=image or args.image,
+                    line=line_number,
                 )
             )
         except ItemError as error:
@@ -348,7 +351,7 @@ def run_bulk(args: argparse.Namespace, pipelines_factory) -> int:
         try:
             path = generate_item(pipelines, item, args.fps, progress=False)
         except Exception as error:  # one bad item is recorded and the run goes on
-            summary.failed.append({"id": item.id, "line_index": item.index, "error": _describe(error)})
+            summary.failed.append({"id": item.id, "line": item.line, "error": _describe(error)})
         else:
             summary.done.append({"id": item.id, "path": str(path), "seed": item.seed, "task": item.task,
                                  "seconds": round(time.perf_counter() - started, 3)})

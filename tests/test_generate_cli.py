@@ -84,6 +84,7 @@ def test_bulk_jsonl_resumes_and_reports_failures(model_dir, tmp_path, capsys):
     failed = {item["id"]: item["error"] for item in summary["failed"]}
     assert "1, 5, 9" in failed["bad-frames"]  # the pipeline's ValueError, naming valid frame counts
     assert "invalid JSON" in failed["00005"] and "unknown keys ['colour']" in failed["00006"]
+    assert {item["id"]: item["line"] for item in summary["failed"]} == {"bad-frames": 3, "00005": 6, "00006": 7}
     assert {path.name for path in out_dir.iterdir()} == {"red.mp4", "blue-image.png", "gif.gif", "00004.mp4",
                                                           "summary.json"}
     assert png(out_dir / "blue-image.png").shape == (16, 32, 3)
