@@ -509,6 +509,12 @@ def _centroids(alpha: np.ndarray) -> np.ndarray:
         return np.stack([cx / mass, cy / mass], axis=1).astype(np.float64)
 
 
+def _covered_fraction(mask: np.ndarray, cover: np.ndarray) -> float:
+    """Share of ``mask``'s pixels inside ``cover`` (two more pixels of slack for motion between the frames)."""
+    total = int(mask.sum())
+    return float((mask & _dilate8(_dilate8(cover))).sum()) / total if total else 1.0
+
+
 def detect_cuts(colors: list[str], alphas: np.ndarray, presence: np.ndarray, config: DetectorConfig) -> list[int]:
     """First frames of new shots.
 
@@ -557,14 +563,26 @@ def detect_cuts(colors: list[str], alphas: np.ndarray, presence: np.ndarray, con
         changed_set = False
         for slot in range(num_colors):
             if presence[slot, after] and not presence[slot, before]:
-                emerged = bool((support[slot, after] & near_others[slot, before]).any())
+                emerged = _covered_fraction(support[slot, after], near_others[slot, before]) >= 0.8
                 changed_set |= not emerged and areas[slot, after] > 0.6 * largest[slot]
             if presence[slot, before] and not presence[slot, after]:
-                hidden = bool((support[slot, before] & near_others[slot, after]).any())
+                hidden = _covered_fraction(support[slot, before], near_others[slot, after]) >= 0.8
                 changed_set |= not hidden and areas[slot, before] > 0.6 * largest[slot]
         both = clean_before[:, before] & clean_after[:, after]
-        ratio = np.maximum(areas[:, after], 1e-6) / np.maximum(areas[:, before], 1e-6)
-        zoom = bool((both & (np.abs(np.log(ratio)) > math.log(config.cut_area_ratio))).any())
+        # Occlusion only ever hides area, so an object larger than its largest view on the other side of the
+        # boundary has been zoomed (in or out).
+        # The full size is known only from frames where the object touches nothing.
+        shot_start = cuts[-1] if cuts else 0
+        untouched_areas = np.where(touching, 0.0, areas)
+        largest_before = untouched_areas[:, shot_start : before + 1].max(axis=1)
+        largest_after = untouched_areas[:, after : after + 4].max(axis=1)
+        largest_before = np.where(largest_before > 0, largest_before, np.inf)
+        largest_after = np.where(largest_after > 0, largest_after, np.inf)
+        seen = presence[:, before] & presence[:, after]
+        zoom = bool(
+            (seen & ((areas[:, after] > config.cut_area_ratio * largest_before)
+                     | (areas[:, before] > config.cut_area_ratio * largest_after))).any()
+        )
         swerved = False
         if frame >= 2 and (not cuts or cuts[-1] < before):
             for slot in np.flatnonzero(both & clean_before[:, frame - 2]):
@@ -576,12 +594,15 @@ def detect_cuts(colors: list[str], alphas: np.ndarray, presence: np.ndarray, con
                     tolerance = config.cut_velocity_px + config.cut_velocity_fraction * abs(velocity_before[axis])
                     if change <= tolerance:
                         continue
-                    # A reflection happens within a step of the wall: the box is that close to a frame edge. The
-                    # median step nearby is the speed (a cut's jump is one outlier among them).
+                    # A reflection keeps the axis speed (the median step nearby; a cut's jump is one outlier among
+                    # them) and happens within a step of the wall the object was heading for.
                     speed = float(np.nanmedian(window[:, axis])) if np.isfinite(window[:, axis]).any() else 0.0
-                    reach = 2.0 * speed + config.cut_wall_px
-                    near_wall = bool((gaps[slot, before, 2 * axis : 2 * axis + 2] <= reach).any())
-                    swerved |= not near_wall
+                    heading = velocity_before[axis] if abs(velocity_before[axis]) > 1e-6 else -velocity_after[axis]
+                    side = 2 * axis + (1 if heading > 0 else 0)
+                    near_wall = gaps[slot, before, side] <= 2.0 * speed + config.cut_wall_px
+                    limit = speed + tolerance
+                    keeps_speed = abs(velocity_after[axis]) <= limit and abs(velocity_before[axis]) <= limit
+                    swerved |= not (near_wall and keeps_speed)
         if changed_set or zoom or swerved:
             cuts.append(frame)
     return cuts
