@@ -10,6 +10,7 @@ In bulk (`--prompts` .txt: one prompt per line; .jsonl: one object per line with
 "seed", "task", "height", "width", "frames", "steps", "guidance", "negative_prompt", "image", "format"):
 
     seedkit generate --prompts prompts.jsonl --out-dir out/ [--num-shards 4 --shard-index 0]
+    torchrun --nproc-per-node 4 -m seedkit.cli generate --prompts prompts.jsonl --out-dir out/   # shards from env
 
 Bulk runs are resumable: an item whose output file exists is skipped (outputs are written to a temporary name and
 renamed, so an existing file is complete). A failing item is recorded with its reason and the run goes on; a
@@ -60,9 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=IMAGE_FORMATS + VIDEO_FORMATS,
                         help="bulk output format (default: png for t2i, mp4 for video)")
     parser.add_argument("--summary", help="bulk summary JSON path (default: OUT_DIR/summary.json)")
-    parser.add_argument("--num-shards", type=int, default=1, help="split a bulk run over this many processes")
-    parser.add_argument("--shard-index", type=int, default=0, help="which shard this process runs (0-based)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--num-shards", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
+                        help="split a bulk run over this many processes (default: $WORLD_SIZE from torchrun / "
+                        "accelerate launch, else 1)")
+    parser.add_argument("--shard-index", type=int, default=int(os.environ.get("RANK", 0)),
+                        help="which shard this process runs, 0-based (default: $RANK, else 0)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cuda:$LOCAL_RANK when CUDA is available, else cpu)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
 
 
@@ -378,7 +383,9 @@ def run(args: argparse.Namespace) -> int:
     def pipelines_factory() -> PipelineCache:
         import torch
 
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = args.device or (
+            f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+        )
         return PipelineCache(model_dir, device, args.dtype)
 
     if args.prompts is not None:

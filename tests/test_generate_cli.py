@@ -104,14 +104,16 @@ def test_bulk_jsonl_resumes_and_reports_failures(model_dir, tmp_path, capsys):
     assert (out_dir / "red.mp4").stat().st_mtime_ns == before
 
 
-def test_bulk_txt_with_shards(model_dir, tmp_path):
+def test_bulk_txt_with_shards(model_dir, tmp_path, monkeypatch):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n\n# a comment\na blue square\na green triangle\n")
     out_dir = tmp_path / "out"
-    common = ["generate", "--model", str(model_dir), "--prompts", str(prompts), "--out-dir", str(out_dir),
-              "--num-shards", "2", *FAST]
-    assert main([*common, "--shard-index", "0"]) == 0
-    assert main([*common, "--shard-index", "1"]) == 0
+    common = ["generate", "--model", str(model_dir), "--prompts", str(prompts), "--out-dir", str(out_dir), *FAST]
+    assert main([*common, "--num-shards", "2", "--shard-index", "0"]) == 0
+    assert sorted(path.name for path in out_dir.glob("*.mp4")) == ["00000.mp4", "00002.mp4"]
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun / accelerate launch set them
+    monkeypatch.setenv("RANK", "1")
+    assert main(common) == 0
     assert sorted(path.name for path in out_dir.glob("*.mp4")) == ["00000.mp4", "00001.mp4", "00002.mp4"]
     shard0 = json.loads((out_dir / "summary-0-of-2.json").read_text())
     assert sorted(item["id"] for item in shard0["done"]) == ["00000", "00002"]
