@@ -17,6 +17,7 @@ timestep input is `sigma * 1000`, which is what the scheduler's `timesteps` are.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,7 +35,7 @@ from seedkit.models import flavors
 from seedkit.models.text_encoders import TEXT_ENCODERS, PromptEncoder, TextEmbeddings, load_text_encoder
 from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 
-__all__ = ["SeedkitPipelineBase", "SeedkitVideoPipelineOutput", "OUTPUT_TYPES", "build_components"]
+__all__ = ["SeedkitPipelineBase", "SeedkitVideoPipelineOutput", "OUTPUT_TYPES", "build_components", "assemble_components"]
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -86,6 +87,41 @@ def build_components(
         "text_encoder": prompt_encoder.text_encoder.eval(),
         "tokenizer": prompt_encoder.tokenizer,
         "scheduler": FlowMatchEulerDiscreteScheduler(**(scheduler_kwargs or {})),
+    }
+
+
+def assemble_components(
+    transformer: SeedTransformer3DModel | str | os.PathLike,
+    vae: CausalVideoAutoencoder | str | os.PathLike,
+    text_encoder_name: str,
+    text_encoder_path: str | os.PathLike | None = None,
+    scheduler: FlowMatchEulerDiscreteScheduler | None = None,
+) -> dict:
+    """Pipeline components from separately trained parts (e.g. `recipes/train.py`'s exported `transformer/` and the
+    VAE recipe's `vae/`), as `Pipeline(**components, text_encoder_name=...)` takes them.
+
+    Args:
+        transformer / vae: a model, or a directory written by its `save_pretrained`.
+        text_encoder_name: a key of :data:`~seedkit.models.text_encoders.TEXT_ENCODERS`.
+        text_encoder_path: where to load the text encoder from, if not from its registry default.
+        scheduler: default `FlowMatchEulerDiscreteScheduler()`.
+    """
+    if not isinstance(transformer, SeedTransformer3DModel):
+        transformer = SeedTransformer3DModel.from_pretrained(transformer, use_safetensors=True)
+    if not isinstance(vae, CausalVideoAutoencoder):
+        vae = CausalVideoAutoencoder.from_pretrained(vae, use_safetensors=True)
+    if transformer.config.in_channels != vae.config.latent_channels:
+        raise ValueError(
+            f"the transformer takes {transformer.config.in_channels} latent channels but the VAE makes "
+            f"{vae.config.latent_channels}; pair models trained together"
+        )
+    prompt_encoder = load_text_encoder(text_encoder_name, path=text_encoder_path)
+    return {
+        "transformer": transformer.eval(),
+        "vae": vae.eval(),
+        "text_encoder": prompt_encoder.text_encoder,
+        "tokenizer": prompt_encoder.tokenizer,
+        "scheduler": scheduler if scheduler is not None else FlowMatchEulerDiscreteScheduler(),
     }
 
 

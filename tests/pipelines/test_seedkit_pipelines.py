@@ -244,3 +244,20 @@ def test_minilm_text_encoder_saved_by_name_and_precomputed_embeddings(tmp_path):
     t5_pipe = SeedkitTextToVideoPipeline.from_flavor("debug")
     with pytest.raises(ValueError, match="ships .*minilm"):
         t5_pipe.save_pretrained(tmp_path / "t5", bundle_text_encoder=False)
+
+
+def test_assemble_from_separately_saved_models(pipe, tmp_path):
+    from seedkit.pipelines import assemble_components
+
+    pipe.transformer.save_pretrained(tmp_path / "transformer")
+    pipe.vae.save_pretrained(tmp_path / "vae")
+    components = assemble_components(tmp_path / "transformer", tmp_path / "vae", "t5-tiny")
+    assembled = SeedkitTextToVideoPipeline(**components, text_encoder_name="t5-tiny", **SIZES)
+    assembled.set_progress_bar_config(disable=True)
+    kwargs = dict(prompt="a red circle", num_inference_steps=2, output_type="latent")
+    torch.testing.assert_close(assembled(**kwargs, generator=seeded(4)).frames, pipe(**kwargs, generator=seeded(4)).frames)
+    with pytest.raises(ValueError, match="takes 8 latent channels but the VAE makes 4"):
+        from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+
+        assemble_components(pipe.transformer, CausalVideoAutoencoder(latent_channels=4, block_out_channels=(8, 8, 8)),
+                            "t5-tiny")
