@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from seedkit.flow import flow_matching_loss, get_timestep_sampler, sample_path
+from seedkit.flow.conditioning import frame_condition
 
 from .config import TaskConfig
 from .trainer import StepOutput
@@ -44,16 +45,16 @@ class TransformerTrainingWrapper(nn.Module):
 def first_frame_condition(latents: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
     """``[B, C + 1, F, H, W]``: the first latent frame and a mask channel for samples where ``use`` is true.
 
+    Built with :func:`seedkit.flow.conditioning.frame_condition`, the function the image-to-video pipeline uses, so
+    training and sampling agree on the layout. Samples with ``use`` false get all zeros ("no frame given").
+
     Args:
-        latents: ``[B, C, F, H, W]`` clean latents.
+        latents: ``[B, C, F, H, W]`` clean (normalised) latents.
         use: ``[B]`` bool, which samples are image-to-video examples.
     """
-    batch, channels, frames, height, width = latents.shape
-    condition = latents.new_zeros(batch, channels + 1, frames, height, width)
-    weight = use.to(latents.dtype).view(batch, 1, 1, 1)
-    condition[:, :channels, 0] = latents[:, :, 0] * weight
-    condition[:, channels, 0] = weight[:, 0]
-    return condition
+    frame_mask = torch.zeros(latents.shape[0], latents.shape[2], dtype=torch.bool, device=latents.device)
+    frame_mask[:, 0] = use
+    return frame_condition(latents, frame_mask)
 
 
 class FlowMatchingObjective:

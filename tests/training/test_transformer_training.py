@@ -74,6 +74,10 @@ def test_first_frame_condition():
     assert condition.shape == (3, 5, 3, 2, 2)
     assert torch.equal(condition[0, :4, 0], latents[0, :, 0]) and condition[0, 4, 0].eq(1).all()
     assert condition[1].eq(0).all() and condition[:, :, 1:].eq(0).all()
+    from seedkit.flow.conditioning import first_frame_condition as pipeline_condition
+
+    # the image-to-video pipeline builds the same tensor at sampling time
+    assert torch.equal(condition[[0, 2]], pipeline_condition(latents[[0, 2], :, :1], num_latent_frames=3))
 
 
 def test_packed_objective_matches_padded_objective():
