@@ -4,7 +4,7 @@
     accelerate launch --config_file recipes/accelerate/ddp.yaml recipes/train.py recipes/shapes-tiny.yaml
 
 The run encodes its data into a latent cache once, trains with exact resume (re-run the same command to continue
-from the newest valid checkpoint in <output_dir>/checkpoints), and exports <output_dir>/final/transformer.
+from the newest valid checkpoint in <output_dir>/checkpoints), and exports <output_dir>/final/{transformer,vae}.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from seedkit.training.config import RecipeConfig, load_config
-from seedkit.training.recipes import build_transformer_trainer, export_transformer
+from seedkit.training.recipes import build_transformer_trainer, export_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.recipe, args.overrides, cls=RecipeConfig)
     trainer = build_transformer_trainer(config)
     trainer.train()
-    export_transformer(trainer, Path(config.train.output_dir) / "final", use_ema=config.ema.enabled)
+    export_model(trainer, config, Path(config.train.output_dir) / "final")
     trainer.end()
     if trainer.accelerator.is_main_process:
         print(f"done: {trainer.state.step} steps ({trainer.state.skipped_steps} skipped), "

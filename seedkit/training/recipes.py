@@ -145,3 +145,17 @@ def export_transformer(trainer: Trainer, out_dir: str | Path, use_ema: bool = Tr
         exported.save_pretrained(out_dir / "transformer", safe_serialization=True)
     trainer.accelerator.wait_for_everyone()
     return out_dir / "transformer"
+
+
+def export_model(trainer: Trainer, config: RecipeConfig, out_dir: str | Path) -> Path:
+    """``out_dir/transformer`` (EMA when enabled) plus the ``out_dir/vae`` its latent cache was made with, so
+    ``seedkit.pipelines.base.assemble_components(out_dir / "transformer", out_dir / "vae", text_encoder_name)``
+    builds a working pipeline even when the VAE was a random-init debug VAE."""
+    out_dir = Path(out_dir)
+    export_transformer(trainer, out_dir, use_ema=config.ema.enabled)
+    if trainer.accelerator.is_main_process:
+        build_vae(config).save_pretrained(out_dir / "vae", safe_serialization=True)
+        text_encoder = config.model.text_encoder or flavors.get(config.model.flavor).text_encoder
+        (out_dir / "text_encoder_name.txt").write_text(text_encoder + "\n", encoding="utf-8")
+    trainer.accelerator.wait_for_everyone()
+    return out_dir

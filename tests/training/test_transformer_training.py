@@ -7,7 +7,7 @@ import torch
 
 from seedkit.training.config import RecipeConfig, TaskConfig, load_config
 from seedkit.training.objectives import FlowMatchingObjective, TransformerTrainingWrapper, first_frame_condition
-from seedkit.training.recipes import build_transformer, build_transformer_trainer, export_transformer
+from seedkit.training.recipes import build_transformer, build_transformer_trainer, build_vae, export_model
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +47,22 @@ def test_bucketed_training_exports_ema_transformer(tmp_path, data_dirs):
     assert len(trainer.dataset) == 8
     trainer.train()
     assert len(trainer.losses) == 4 and all(0 < loss < 10 for loss in trainer.losses)
-    path = export_transformer(trainer, tmp_path / "final")
+    final = export_model(trainer, trainer_config := recipe(tmp_path, data_dirs), tmp_path / "final")
     from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+    from seedkit.pipelines.base import assemble_components
+    from seedkit.pipelines.text_to_video import SeedkitTextToVideoPipeline
 
-    reloaded = SeedTransformer3DModel.from_pretrained(path)
+    reloaded = SeedTransformer3DModel.from_pretrained(final / "transformer")
     for name, tensor in trainer.ema.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name.removeprefix("transformer.")], tensor)
+    # the exported pair loads into the text-to-video pipeline, and the VAE is the one the cache was built with
+    name = (final / "text_encoder_name.txt").read_text().strip()
+    pipe = SeedkitTextToVideoPipeline(**assemble_components(final / "transformer", final / "vae", name),
+                                      text_encoder_name=name)
+    for key, tensor in build_vae(trainer_config).state_dict().items():
+        assert torch.equal(pipe.vae.state_dict()[key], tensor), key
+    video = pipe("a red circle", height=16, width=16, num_frames=5, num_inference_steps=2, output_type="pt").frames
+    assert video.shape == (1, 5, 3, 16, 16) and torch.isfinite(video).all()
 
 
 def test_packed_training_runs_and_resumes_exactly(tmp_path, data_dirs):
