@@ -15,7 +15,7 @@ In bulk (`--prompts` .txt: one prompt per line; .jsonl: one object per line with
 Bulk runs are resumable: an item whose output file exists is skipped (outputs are written to a temporary name and
 renamed, so an existing file is complete). A failing item is recorded with its reason and the run goes on; a
 summary JSON lists done / skipped / failed items, and the exit code is 1 when any item failed. Each item's seed is
-its own "seed" or `--seed + its line index`, so a rerun reproduces it exactly.
+its own "seed" or `--seed + its index` (its position among the file's prompts), so a rerun reproduces it.
 
 Without `--model`, the bundled default model (`seedkit/default_model/`, diffusers layout) is used.
 """
@@ -46,13 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", nargs="?", help="the prompt (one-prompt mode; use --prompts for a file)")
     parser.add_argument("--model", help=f"model directory in diffusers layout (default: {DEFAULT_MODEL_DIR})")
     parser.add_argument("--out", help="output file for one prompt: .mp4 / .gif for video, .png for an image")
-    parser.add_argument("--prompts", help="prompts file: .txt (one per line) or .jsonl (objects with per-item settings)")
+    parser.add_argument(
+        "--prompts", help="prompts file: .txt (one per line) or .jsonl (objects with per-item settings)"
+    )
     parser.add_argument("--out-dir", help="output directory for --prompts")
-    parser.add_argument("--task", choices=TASKS, help="t2i, t2v or i2v (default: from --out's suffix / --image, else t2v)")
+    parser.add_argument(
+        "--task", choices=TASKS, help="t2i, t2v or i2v (default: from --out's suffix / --image, else t2v)"
+    )
     parser.add_argument("--image", help="first frame for --task i2v")
     parser.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50)")
     parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; bulk items use seed + line index (default: 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; bulk items use seed + their index (default: 0)"
+    )
     parser.add_argument("--height", type=int, help="pixels (default: the model's)")
     parser.add_argument("--width", type=int, help="pixels (default: the model's)")
     parser.add_argument("--frames", type=int, help="frames, 1 + 4k (default: the model's)")
@@ -339,7 +345,9 @@ def run_bulk(args: argparse.Namespace, pipelines_factory) -> int:
     items = [item for item in items if item.index % args.num_shards == args.shard_index]
     parse_failures = [failure for position, failure in enumerate(parse_failures)
                       if position % args.num_shards == args.shard_index]
-    default_summary = "summary.json" if args.num_shards == 1 else f"summary-{args.shard_index}-of-{args.num_shards}.json"
+    default_summary = (
+        "summary.json" if args.num_shards == 1 else f"summary-{args.shard_index}-of-{args.num_shards}.json"
+    )
     summary_path = Path(args.summary) if args.summary else out_dir / default_summary
     summary = Summary(failed=list(parse_failures))
 

@@ -43,7 +43,8 @@ def test_single_prompt_video_image_and_i2v(model_dir, tmp_path):
     assert main(["generate", "a red circle", "--model", str(model_dir), "--out", str(gif), "--frames", "9", *FAST]) == 0
     assert read_video(gif, with_audio=False).frames.shape[0] == 9
     image = tmp_path / "image.png"  # an image suffix selects t2i
-    assert main(["generate", "a blue square", "--model", str(model_dir), "--out", str(image), "--width", "32", *FAST]) == 0
+    arguments = ["generate", "a blue square", "--model", str(model_dir), "--out", str(image), "--width", "32"]
+    assert main([*arguments, *FAST]) == 0
     assert png(image).shape == (16, 32, 3)
     i2v = tmp_path / "i2v.mp4"
     assert main(["generate", "it moves right", "--model", str(model_dir), "--task", "i2v", "--image", str(image),
@@ -92,7 +93,8 @@ def test_bulk_jsonl_resumes_and_reports_failures(model_dir, tmp_path, capsys):
 
     # item seeds: "red" has seed 5; a single-prompt run with --seed 5 gives the same video
     single = tmp_path / "single.mp4"
-    assert main(["generate", "a red circle", "--model", str(model_dir), "--out", str(single), "--seed", "5", *FAST]) == 0
+    single_run = ["generate", "a red circle", "--model", str(model_dir), "--out", str(single), "--seed", "5"]
+    assert main([*single_run, *FAST]) == 0
     np.testing.assert_array_equal(read_video(single, with_audio=False).frames,
                                   read_video(out_dir / "red.mp4", with_audio=False).frames)
 

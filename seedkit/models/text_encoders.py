@@ -189,7 +189,9 @@ def minilm_model_path() -> Path:
 def _load_minilm(path: str | None, torch_dtype: torch.dtype | None):
     model_path = Path(path) if path is not None else minilm_model_path()
     # local_files_only: a local directory never touches the hub, and a wrong path fails instead of downloading.
-    text_encoder = BertModel.from_pretrained(model_path, local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype)
+    text_encoder = BertModel.from_pretrained(
+        model_path, local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
+    )
     tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     return text_encoder, tokenizer
 
@@ -214,7 +216,9 @@ def build_tiny_t5_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerF
     vocabulary += ["##" + character for character in characters]
     token_ids = {token: index for index, token in enumerate(dict.fromkeys(vocabulary))}
     tokenizer = Tokenizer(models.WordPiece(vocab=token_ids, unk_token="<unk>", max_input_chars_per_word=100))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase()])
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase()]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", token_ids["</s>"])]
@@ -276,7 +280,9 @@ def _load_encoder_dir(model_class, path: str | None, torch_dtype: torch.dtype | 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json; expected a transformers model directory")
-    text_encoder = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype)
+    text_encoder = model_class.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, torch_dtype=torch_dtype
+    )
     tokenizer_path = path / "tokenizer" if (path / "tokenizer").is_dir() else path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True)
     return text_encoder.eval(), tokenizer

@@ -35,7 +35,13 @@ from seedkit.models import flavors
 from seedkit.models.text_encoders import TEXT_ENCODERS, PromptEncoder, TextEmbeddings, load_text_encoder
 from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 
-__all__ = ["SeedkitPipelineBase", "SeedkitVideoPipelineOutput", "OUTPUT_TYPES", "build_components", "assemble_components"]
+__all__ = [
+    "SeedkitPipelineBase",
+    "SeedkitVideoPipelineOutput",
+    "OUTPUT_TYPES",
+    "build_components",
+    "assemble_components",
+]
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -340,7 +346,9 @@ class SeedkitPipelineBase(DiffusionPipeline):
                 "for CFG), or load the pipeline with a text encoder"
             )
         pooling = "mean" if self.transformer.config.pooled_projection_dim is not None else None
-        return PromptEncoder(self.text_encoder, self.tokenizer, max_sequence_length=max_sequence_length, pooling=pooling)
+        return PromptEncoder(
+            self.text_encoder, self.tokenizer, max_sequence_length=max_sequence_length, pooling=pooling
+        )
 
     def _check_embeddings(self, embeddings: TextEmbeddings) -> None:
         config = self.transformer.config
@@ -578,7 +586,13 @@ class SeedkitPipelineBase(DiffusionPipeline):
                 if self.interrupt:
                     continue
                 velocity = self.predict_velocity(
-                    latents, timestep, prompt_embeds, negative_prompt_embeds, guidance_scale, guidance_rescale, condition
+                    latents,
+                    timestep,
+                    prompt_embeds,
+                    negative_prompt_embeds,
+                    guidance_scale,
+                    guidance_rescale,
+                    condition,
                 )
                 latents = self.scheduler.step(velocity, timestep, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:

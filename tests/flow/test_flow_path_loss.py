@@ -43,8 +43,8 @@ def test_path_endpoints_and_target():
     # the target is the derivative of the path: a finite difference in sigma reproduces it
     eps = 1e-3
     forward = sample_path(x_0.double(), noise.double(), sigma.double() + eps).x_t
-    torch.testing.assert_close(((forward - sample_path(x_0.double(), noise.double(), sigma.double()).x_t) / eps).float(),
-                               sample.target, atol=1e-4, rtol=1e-4)
+    here = sample_path(x_0.double(), noise.double(), sigma.double()).x_t
+    torch.testing.assert_close(((forward - here) / eps).float(), sample.target, atol=1e-4, rtol=1e-4)
     # the x_0 / noise estimates of an exact velocity recover both endpoints
     torch.testing.assert_close(velocity_to_x0(sample.x_t, sample.target, sigma), x_0, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(velocity_to_noise(sample.x_t, sample.target, sigma), noise, atol=1e-6, rtol=1e-5)

@@ -255,7 +255,8 @@ def test_assemble_from_separately_saved_models(pipe, tmp_path):
     assembled = SeedkitTextToVideoPipeline(**components, text_encoder_name="t5-tiny", **SIZES)
     assembled.set_progress_bar_config(disable=True)
     kwargs = dict(prompt="a red circle", num_inference_steps=2, output_type="latent")
-    torch.testing.assert_close(assembled(**kwargs, generator=seeded(4)).frames, pipe(**kwargs, generator=seeded(4)).frames)
+    reference = pipe(**kwargs, generator=seeded(4)).frames
+    torch.testing.assert_close(assembled(**kwargs, generator=seeded(4)).frames, reference)
     with pytest.raises(ValueError, match="takes 8 latent channels but the VAE makes 4"):
         from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
 
