@@ -391,6 +391,14 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             raise ValueError(f"condition has shape {tuple(condition.shape)}, expected {expected}")
         return torch.cat([hidden_states, condition.to(hidden_states.dtype)], dim=1)
 
+    @staticmethod
+    def _broadcast_timestep(timestep: torch.Tensor | float, batch_size: int, device: torch.device) -> torch.Tensor:
+        """A scalar, ``[1]`` or ``[batch_size]`` timestep -> ``[batch_size]``."""
+        timestep = torch.as_tensor(timestep, device=device).reshape(-1)
+        if timestep.shape[0] not in (1, batch_size):
+            raise ValueError(f"got {timestep.shape[0]} timesteps for {batch_size} samples; pass 1 or {batch_size}")
+        return timestep.expand(batch_size)
+
     def _check_pooled(self, pooled_projections: torch.Tensor | None) -> None:
         if self.config.pooled_projection_dim is None and pooled_projections is not None:
             raise ValueError("got pooled_projections but the model was built with pooled_projection_dim=None")
@@ -511,7 +519,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         text_hidden_states = self.text_embedder(encoder_hidden_states)
 
         # 2. Timestep (+ pooled text) conditioning.
-        timestep = torch.as_tensor(timestep, device=hidden_states.device).reshape(-1).expand(batch_size)
+        timestep = self._broadcast_timestep(timestep, batch_size, hidden_states.device)
         conditioning, modulation = self._timestep_modulation(timestep, pooled_projections)
 
         # 3. Rotary positions ([text, video]) and the padding mask over text keys.
@@ -628,7 +636,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         text_hidden_states = self.text_embedder(torch.cat(text_embeddings)).unsqueeze(0)
 
         # 2. Per-sample conditioning; tokens pick their sample's row through the *_sample_index tensors.
-        timestep = torch.as_tensor(timestep, device=device).reshape(-1).expand(num_samples)
+        timestep = self._broadcast_timestep(timestep, num_samples, device)
         conditioning, modulation = self._timestep_modulation(timestep, pooled_projections)
         sample_ids = torch.arange(num_samples, device=device)
         segment_lengths = text_lengths + video_lengths

@@ -125,6 +125,8 @@ def test_bad_inputs_raise():
     latents, timestep, text = inputs()
     with pytest.raises(ValueError, match="divisible by the patch size"):
         model(latents[..., :7], timestep, text)
+    with pytest.raises(ValueError, match="got 3 timesteps for 2 samples"):
+        model(latents, torch.tensor([1.0, 2.0, 3.0]), text)
     with pytest.raises(ValueError, match="valid keys"):
         model(latents, timestep, text, attention_kwargs={"bogus": 1})
     with pytest.raises(ValueError, match="valid backends"):
