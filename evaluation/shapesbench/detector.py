@@ -58,6 +58,8 @@ class DetectorConfig:
     min_core_fraction: float = 0.15
     # Coverage above which a pixel belongs to an object's support.
     support_alpha: float = 0.02
+    # A frame joins an object's track when its visible area is at least this fraction of its largest in the shot.
+    track_area_fraction: float = 0.25
     # Below this speed (px / frame) along an axis the object does not move along it.
     still_speed: float = 0.2
     # Net displacement (px, and as a fraction of min(H, W)) below which an object is still.
@@ -509,6 +511,18 @@ def _centroids(alpha: np.ndarray) -> np.ndarray:
         return np.stack([cx / mass, cy / mass], axis=1).astype(np.float64)
 
 
+def _largest_view(areas: np.ndarray, touching: np.ndarray) -> np.ndarray:
+    """``[C]`` full size of each object over a run of frames (``areas``, ``touching``: ``[C, T]``).
+
+    The largest untouched area when there is one; else the largest area if the run has at least three frames (an
+    object on top keeps its full area while touching); else unknown (``inf``).
+    """
+    untouched = np.where(touching, 0.0, areas).max(axis=1, initial=0.0)
+    steady = areas.max(axis=1, initial=0.0) if areas.shape[1] >= 3 else np.zeros(areas.shape[0])
+    largest = np.where(untouched > 0, untouched, steady)
+    return np.where(largest > 0, largest, np.inf)
+
+
 def _covered_fraction(mask: np.ndarray, cover: np.ndarray) -> float:
     """Share of ``mask``'s pixels inside ``cover`` (two more pixels of slack for motion between the frames)."""
     total = int(mask.sum())
@@ -573,11 +587,8 @@ def detect_cuts(colors: list[str], alphas: np.ndarray, presence: np.ndarray, con
         # boundary has been zoomed (in or out).
         # The full size is known only from frames where the object touches nothing.
         shot_start = cuts[-1] if cuts else 0
-        untouched_areas = np.where(touching, 0.0, areas)
-        largest_before = untouched_areas[:, shot_start : before + 1].max(axis=1)
-        largest_after = untouched_areas[:, after : after + 4].max(axis=1)
-        largest_before = np.where(largest_before > 0, largest_before, np.inf)
-        largest_after = np.where(largest_after > 0, largest_after, np.inf)
+        largest_before = _largest_view(areas[:, shot_start : before + 1], touching[:, shot_start : before + 1])
+        largest_after = _largest_view(areas[:, after : after + 4], touching[:, after : after + 4])
         seen = presence[:, before] & presence[:, after]
         zoom = bool(
             (seen & ((areas[:, after] > config.cut_area_ratio * largest_before)
@@ -597,9 +608,7 @@ def detect_cuts(colors: list[str], alphas: np.ndarray, presence: np.ndarray, con
                     # A reflection keeps the axis speed (the median step nearby; a cut's jump is one outlier among
                     # them) and happens within a step of the wall the object was heading for.
                     speed = float(np.nanmedian(window[:, axis])) if np.isfinite(window[:, axis]).any() else 0.0
-                    heading = velocity_before[axis] if abs(velocity_before[axis]) > 1e-6 else -velocity_after[axis]
-                    side = 2 * axis + (1 if heading > 0 else 0)
-                    near_wall = gaps[slot, before, side] <= 2.0 * speed + config.cut_wall_px
+                    near_wall = bool((gaps[slot, before, 2 * axis : 2 * axis + 2] <= 2.0 * speed + config.cut_wall_px).any())
                     limit = speed + tolerance
                     keeps_speed = abs(velocity_after[axis]) <= limit and abs(velocity_before[axis]) <= limit
                     swerved |= not (near_wall and keeps_speed)
@@ -709,7 +718,8 @@ def _read_object(
         ceiling = np.where(others > 0.98, 1.0, np.minimum(1.0, alpha / np.maximum(1.0 - others, 1e-6)))
     ceiling = np.maximum(ceiling, alpha).astype(np.float32)
     areas = alpha.reshape(num_frames, -1).sum(axis=1)
-    visible = presence[slot]
+    # Tracked wherever enough of it shows, even as a sliver without interior pixels (half hidden small shapes).
+    visible = presence[slot] | (areas >= max(2.0, config.track_area_fraction * areas.max(initial=0.0)))
 
     # Count separate blobs of this colour on the frame where it is largest.
     best_frame = int(np.argmax(np.where(visible, areas + (~touching) * areas.max(initial=0.0) * 10, -1)))
