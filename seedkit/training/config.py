@@ -104,6 +104,7 @@ class TaskConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0  # sigma shift (SD3 style); larger values favour noisier timesteps
+    resolution_shift: bool = False  # per-sample shift from its token count (Flux rule, as the pipelines sample)
 
 
 @dataclass

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from seedkit.flow import flow_matching_loss, get_timestep_sampler, sample_path
+from seedkit.data.packing import num_tokens
+from seedkit.flow import flow_matching_loss, get_timestep_sampler, resolution_shift, sample_path, shift_sigmas
 from seedkit.flow.conditioning import frame_condition
 
 from .config import TaskConfig
@@ -66,8 +67,15 @@ class FlowMatchingObjective:
         condition_channels: the transformer's ``condition_channels`` (0: no image-to-video).
     """
 
-    def __init__(self, task: TaskConfig, empty_prompt: dict[str, torch.Tensor], condition_channels: int) -> None:
+    def __init__(
+        self,
+        task: TaskConfig,
+        empty_prompt: dict[str, torch.Tensor],
+        condition_channels: int,
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+    ) -> None:
         self.task = task
+        self.patch_size = tuple(patch_size)
         self.empty_prompt = empty_prompt
         self.condition_channels = condition_channels
         kwargs = {"shift": task.shift}
@@ -75,8 +83,15 @@ class FlowMatchingObjective:
             kwargs.update(mean=task.logit_mean, std=task.logit_std)
         self.sampler = get_timestep_sampler(task.timestep_sampling, **kwargs)
 
-    def _draws(self, batch_size: int, generator: torch.Generator, device: torch.device):
-        sigma = self.sampler.sample(batch_size, generator=generator, device=device)
+    def _draws(self, shapes: list[torch.Size], generator: torch.Generator, device: torch.device):
+        """Noise levels, text-dropout and I2V flags for samples of latent ``shapes`` (``[C, F, H, W]`` each)."""
+        batch_size = len(shapes)
+        if self.task.resolution_shift:
+            sigma = self.sampler.sample_unshifted(batch_size, generator, device)
+            shifts = [resolution_shift(num_tokens(shape[1:], self.patch_size)) for shape in shapes]
+            sigma = torch.stack([shift_sigmas(s, shift) for s, shift in zip(sigma, shifts)])
+        else:
+            sigma = self.sampler.sample(batch_size, generator=generator, device=device)
         drop_text = torch.rand(batch_size, generator=generator, device=device) < self.task.text_dropout
         use_i2v = torch.rand(batch_size, generator=generator, device=device) < self.task.i2v_probability
         return sigma, drop_text, use_i2v
@@ -86,7 +101,7 @@ class FlowMatchingObjective:
             return self._packed(model, batch, generator)
         latents = batch["latents"]
         batch_size, device = latents.shape[0], latents.device
-        sigma, drop_text, use_i2v = self._draws(batch_size, generator, device)
+        sigma, drop_text, use_i2v = self._draws([latents.shape[1:]] * batch_size, generator, device)
         if latents.shape[2] == 1:  # images are always text-to-image examples
             use_i2v = torch.zeros_like(use_i2v)
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
@@ -129,7 +144,7 @@ class FlowMatchingObjective:
     def _packed(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
         latents: list[torch.Tensor] = batch["latents"]
         count, device = len(latents), latents[0].device
-        sigma, drop_text, use_i2v = self._draws(count, generator, device)
+        sigma, drop_text, use_i2v = self._draws([sample.shape for sample in latents], generator, device)
         texts, noised, targets, conditions = [], [], [], []
         pooled = batch.get("pooled")
         for index, sample in enumerate(latents):

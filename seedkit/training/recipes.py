@@ -116,7 +116,9 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     sampler, collate = make_batch_sampler(
         config, dataset, transformer.config.patch_size, accelerator.num_processes, accelerator.process_index
     )
-    objective = FlowMatchingObjective(config.task, dataset.empty_prompt(), transformer.config.condition_channels)
+    objective = FlowMatchingObjective(
+        config.task, dataset.empty_prompt(), transformer.config.condition_channels, transformer.config.patch_size
+    )
     return Trainer(
         config.train,
         config.optim,

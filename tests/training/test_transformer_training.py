@@ -111,3 +111,15 @@ def test_packed_objective_matches_padded_objective():
     with torch.no_grad():  # and the first-frame condition matters
         no_i2v = FlowMatchingObjective(TaskConfig(i2v_probability=0.0, text_dropout=0.0), empty, 9)
         assert not torch.equal(no_i2v(model, padded, torch.Generator().manual_seed(1)).loss, loss_padded)
+
+
+def test_resolution_shift_draws_noisier_levels_for_longer_sequences():
+    objective = FlowMatchingObjective(TaskConfig(resolution_shift=True), {"text": torch.zeros(1, 4)}, 0)
+    small, large = torch.Size([8, 1, 2, 2]), torch.Size([8, 9, 64, 64])
+    sigma_small, _, _ = objective._draws([small] * 256, torch.Generator().manual_seed(0), "cpu")
+    sigma_large, _, _ = objective._draws([large] * 256, torch.Generator().manual_seed(0), "cpu")
+    assert (sigma_large >= sigma_small).all() and sigma_large.mean() > sigma_small.mean() + 0.1
+    mixed, _, _ = objective._draws([small] * 16 + [large] * 16, torch.Generator().manual_seed(0), "cpu")
+    only_small, _, _ = objective._draws([small] * 32, torch.Generator().manual_seed(0), "cpu")
+    only_large, _, _ = objective._draws([large] * 32, torch.Generator().manual_seed(0), "cpu")
+    assert torch.equal(mixed, torch.cat([only_small[:16], only_large[16:]]))  # each sample gets its own shift
