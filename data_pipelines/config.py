@@ -42,12 +42,17 @@ class DecodeConfig:
             constant-frame-rate files when writing clips).
         with_audio: decode audio for the clips (written with them and passed to the audio captioner).
         max_frames: analyse at most this many frames of each source (``None``: all); useful for quick runs.
+        max_frames_in_memory: sources with more analysis frames than this are analysed streaming (shot detection
+            chunk by chunk) and each clip's frames are decoded again for the filters, so memory stays bounded.
+        clip_analysis_frames: in streaming mode, at most this many evenly strided frames per clip reach the filters.
     """
 
     analysis_size: int = 256
     reader: str = "pyav"
     with_audio: bool = True
     max_frames: int | None = None
+    max_frames_in_memory: int = 2048
+    clip_analysis_frames: int = 64
 
     def __post_init__(self) -> None:
         _check_choice("decode.reader", self.reader, READERS)

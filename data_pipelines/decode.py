@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -192,7 +193,7 @@ def _count_packets(container, stream, probe: VideoProbe) -> None:
     probe.counted = True
 
 
-def _target_size(width: int, height: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
+def target_size(width: int, height: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
     """``size`` is ``(width, height)``, a longer-side length in pixels (aspect kept, even sides, never upscaled), or
     ``None`` (source size)."""
     if size is None:
@@ -232,6 +233,45 @@ def decode_video(
     Raises:
         DecodeError: the file cannot be opened, has no video, or not a single frame decodes in the range.
     """
+    chunks = list(
+        iter_video_chunks(path, size, thumbnail_size, start_frame, end_frame, stride, max_frames, chunk_frames=None)
+    )
+    decoded = chunks[0] if len(chunks) == 1 else _concatenate(chunks)
+    if with_audio:
+        decoded.audio, decoded.sample_rate, decoded.audio_error = decode_audio(
+            path, start_frame / decoded.fps, decoded.end_frame / decoded.fps
+        )
+    return decoded
+
+
+def _concatenate(chunks: list[DecodedVideo]) -> DecodedVideo:
+    metadata = {key: value for chunk in chunks for key, value in chunk.metadata.items()}
+    return DecodedVideo(
+        frames=np.concatenate([chunk.frames for chunk in chunks]),
+        thumbnails=None if chunks[0].thumbnails is None else np.concatenate([chunk.thumbnails for chunk in chunks]),
+        frame_indices=np.concatenate([chunk.frame_indices for chunk in chunks]),
+        timestamps=np.concatenate([chunk.timestamps for chunk in chunks]),
+        repeated=np.concatenate([chunk.repeated for chunk in chunks]),
+        fps=chunks[0].fps,
+        start_frame=chunks[0].start_frame,
+        end_frame=chunks[-1].end_frame,
+        metadata=metadata,
+    )
+
+
+def iter_video_chunks(
+    path: str | os.PathLike,
+    size: int | tuple[int, int] | None = None,
+    thumbnail_size: tuple[int, int] | None = None,
+    start_frame: int = 0,
+    end_frame: int | None = None,
+    stride: int = 1,
+    max_frames: int | None = None,
+    chunk_frames: int | None = 256,
+) -> Iterator[DecodedVideo]:
+    """Stream :func:`decode_video`'s output in pieces of ``chunk_frames`` frames (``None``: one piece), so a long
+    source is analysed without holding all its frames. Each chunk's ``start_frame`` / ``end_frame`` is its own range;
+    a decode error after the first frame ends the stream with ``metadata["decode_error"]`` on the last chunk."""
     import av
 
     if start_frame < 0 or (end_frame is not None and end_frame <= start_frame):
@@ -240,6 +280,7 @@ def decode_video(
         raise ValueError(f"stride must be >= 1, got {stride}")
     name = Path(path).name
     frames, thumbnails, indices, times, repeated = [], [], [], [], []
+    emitted = 0
     with _open(path) as container:
         if not container.streams.video:
             raise DecodeError("no_video_stream", f"{name} has no video stream")
@@ -247,82 +288,94 @@ def decode_video(
         stream.thread_type = "AUTO"
         fps = _stream_fps(stream)
         time_base = float(stream.time_base)
-        width, height = _target_size(stream.codec_context.width, stream.codec_context.height, size)
+        width, height = target_size(stream.codec_context.width, stream.codec_context.height, size)
         first_pts = _first_pts(container, stream)
         if start_frame > 0 and first_pts is not None:
             # Seek to the keyframe at or before the start, then decode forward: exact, and skips most of a long file.
             target = first_pts + int(math.floor((start_frame - 0.5) / fps / time_base))
             container.seek(max(target, first_pts), stream=stream, backward=True, any_frame=False)
-        previous = None  # (index, picture, thumbnail, timestamp) of the last decoded frame before the next index
+        previous = None  # (index, frame, timestamp) of the last decoded frame before the next index
         next_index = start_frame
 
-        def emit(index: int, picture, thumbnail, timestamp: float, is_repeat: bool) -> None:
+        def emit(index: int, frame, timestamp: float, is_repeat: bool) -> None:
+            nonlocal emitted
             if (index - start_frame) % stride:
                 return
-            frames.append(picture)
-            thumbnails.append(thumbnail)
+            frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+            if thumbnail_size is not None:
+                thumbnails.append(frame.to_ndarray(format="rgb24", width=thumbnail_size[0], height=thumbnail_size[1]))
             indices.append(index)
             times.append(timestamp)
             repeated.append(is_repeat)
+            emitted += 1
 
         def done() -> bool:
-            return (end_frame is not None and next_index >= end_frame) or (
-                max_frames is not None and len(frames) >= max_frames
-            )
+            return (end_frame is not None and next_index >= end_frame) or (max_frames is not None and emitted >= max_frames)
 
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                if first_pts is None:
-                    first_pts = frame.pts
-                timestamp = (frame.pts - first_pts) * time_base
-                index = int(round(timestamp * fps))
-                if index < next_index:
-                    # Before the range (after a seek), or a frame squeezed into a slot already filled: keep the
-                    # newest picture so a gap after it repeats the right frame.
-                    previous = (index, frame, timestamp)
-                    continue
-                # Fill a variable-frame-rate gap [next_index, index) with the picture that was on screen.
-                while next_index < index and previous is not None and not done():
-                    picture, thumbnail = _convert(previous[1], width, height, thumbnail_size, next_index, start_frame, stride)
-                    emit(next_index, picture, thumbnail, previous[2], True)
-                    next_index += 1
-                if done():
-                    break
-                next_index = max(next_index, index)
-                picture, thumbnail = _convert(frame, width, height, thumbnail_size, next_index, start_frame, stride)
-                emit(next_index, picture, thumbnail, timestamp, False)
-                next_index += 1
+        def flush(metadata: dict | None = None) -> DecodedVideo:
+            chunk = DecodedVideo(
+                frames=np.stack(frames),
+                thumbnails=np.stack(thumbnails) if thumbnail_size is not None else None,
+                frame_indices=np.asarray(indices, dtype=np.int64),
+                timestamps=np.asarray(times, dtype=np.float64),
+                repeated=np.asarray(repeated, dtype=bool),
+                fps=fps,
+                start_frame=indices[0],
+                end_frame=indices[-1] + 1,
+                metadata=metadata or {},
+            )
+            for buffer in (frames, thumbnails, indices, times, repeated):
+                buffer.clear()
+            return chunk
+
+        decode_error = None
+        frame_iterator = container.decode(stream)
+        while not done():
+            try:
+                frame = next(frame_iterator)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as error:
+                # A truncated or corrupt tail: keep what decoded, record where it stopped.
+                if not emitted:
+                    raise DecodeError("decode_failed", f"{name}: {error}") from error
+                decode_error = f"{type(error).__name__}: {error}"
+                break
+            if frame.pts is None:
+                continue
+            if first_pts is None:
+                first_pts = frame.pts
+            timestamp = (frame.pts - first_pts) * time_base
+            index = int(round(timestamp * fps))
+            if index < next_index:
+                # Before the range (after a seek), or a frame squeezed into a slot already filled: keep the newest
+                # picture so a gap after it repeats the right frame.
                 previous = (index, frame, timestamp)
-                if done():
-                    break
-        except av.error.FFmpegError as error:
-            # A truncated or corrupt tail: keep what decoded, record where it stopped.
-            if not frames:
-                raise DecodeError("decode_failed", f"{name}: {error}") from error
-            decode_error = f"{type(error).__name__}: {error}"
-        else:
-            decode_error = None
-    if not frames:
+                continue
+            # Fill a variable-frame-rate gap [next_index, index) with the picture that was on screen.
+            while next_index < index and previous is not None and not done():
+                emit(next_index, previous[1], previous[2], True)
+                next_index += 1
+            if done():
+                break
+            next_index = max(next_index, index)
+            emit(next_index, frame, timestamp, False)
+            next_index += 1
+            previous = (index, frame, timestamp)
+            if chunk_frames is not None and len(frames) >= chunk_frames:
+                yield flush()
+    if not emitted:
         raise DecodeError("no_frames", f"{name}: no frame decoded in [{start_frame}, {end_frame})")
-    decoded = DecodedVideo(
-        frames=np.stack(frames),
-        thumbnails=np.stack(thumbnails) if thumbnail_size is not None else None,
-        frame_indices=np.asarray(indices, dtype=np.int64),
-        timestamps=np.asarray(times, dtype=np.float64),
-        repeated=np.asarray(repeated, dtype=bool),
-        fps=fps,
-        start_frame=start_frame,
-        end_frame=indices[-1] + 1 if end_frame is None or next_index < end_frame else end_frame,
-    )
-    if decode_error is not None:
-        decoded.metadata["decode_error"] = decode_error
-    if with_audio:
-        decoded.audio, decoded.sample_rate, decoded.audio_error = decode_audio(
-            path, start_frame / fps, decoded.end_frame / fps
+    if frames:
+        yield flush({"decode_error": decode_error} if decode_error else None)
+    elif decode_error:
+        # The error came right after a full chunk: report it on an empty closing chunk.
+        yield DecodedVideo(
+            frames=np.zeros((0, height, width, 3), np.uint8),
+            thumbnails=None if thumbnail_size is None else np.zeros((0, thumbnail_size[1], thumbnail_size[0], 3), np.uint8),
+            frame_indices=np.zeros(0, np.int64), timestamps=np.zeros(0), repeated=np.zeros(0, bool), fps=fps,
+            start_frame=next_index, end_frame=next_index, metadata={"decode_error": decode_error},
         )
-    return decoded
 
 
 def _first_pts(container, stream) -> int | None:
@@ -330,16 +383,6 @@ def _first_pts(container, stream) -> int | None:
     if stream.start_time is not None:
         return int(stream.start_time)
     return None
-
-
-def _convert(frame, width: int, height: int, thumbnail_size, index: int, start_frame: int, stride: int):
-    if (index - start_frame) % stride:
-        return None, None
-    picture = frame.to_ndarray(format="rgb24", width=width, height=height)
-    thumbnail = None
-    if thumbnail_size is not None:
-        thumbnail = frame.to_ndarray(format="rgb24", width=thumbnail_size[0], height=thumbnail_size[1])
-    return picture, thumbnail
 
 
 def decode_audio(

@@ -35,7 +35,7 @@ import numpy as np
 from seedkit.data.manifest import ClipRecord, Manifest, ManifestWriter, UnsafePathError, resolve_inside
 
 from data_pipelines.config import CurateConfig
-from data_pipelines.decode import DecodeError, decode_video, probe_video
+from data_pipelines.decode import DecodeError, decode_audio, decode_video, iter_video_chunks, probe_video
 from data_pipelines.shard import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -241,28 +241,19 @@ class SourceProcessor:
         result.probe = probe.to_dict()
         result.probe["path"] = source.relative
         use_transnet = config.shots.detector == "transnetv2"
-        decoded = decode_video(
-            source.path,
-            size=config.decode.analysis_size,
-            thumbnail_size=TRANSNET_SIZE if use_transnet else None,
-            max_frames=config.decode.max_frames,
-        )
-        if "decode_error" in decoded.metadata:
-            result.warnings.append(f"decode stopped early at frame {decoded.end_frame}: {decoded.metadata['decode_error']}")
-        fps = decoded.fps
-        num_frames = len(decoded.frames)
+        analysis = self._analyse(source, use_transnet, result)
+        fps, num_frames = analysis["fps"], analysis["num_frames"]
 
         # 2. shot boundaries
         if self.detector is None:
             boundaries = ShotBoundaries(cuts=[], scores=np.zeros(num_frames, np.float32), num_frames=num_frames)
         elif use_transnet:
-            boundaries = self.detector.detect(decoded.thumbnails)
+            boundaries = self.detector.detect(analysis["thumbnails"])
         else:
-            # Histograms need few pixels; every other pixel of the analysis frames is plenty and twice as fast.
-            boundaries = self.detector.detect(decoded.frames[:, ::2, ::2])
+            boundaries = self.detector.detect_histograms(analysis["histograms"])
 
         # 3. clip plan
-        plan = split_shots(boundaries.shots(), fps, config.split, luma=mean_luma(decoded.frames[:, ::4, ::4]))
+        plan = split_shots(boundaries.shots(), fps, config.split, luma=analysis["luma"])
         result.dropped.update(plan.dropped)
 
         # 4. per-clip filters
@@ -275,7 +266,7 @@ class SourceProcessor:
                 start_frame=span.start,
                 end_frame=span.end,
                 fps=fps,
-                frames=decoded.frames[span.start : span.end],
+                frames=np.zeros((0, 1, 1, 3), np.uint8),
                 audio=None,
                 sample_rate=None,
                 metadata={
@@ -283,14 +274,12 @@ class SourceProcessor:
                     "shot_index": span.shot_index,
                     "window_index": span.window_index,
                     "trims": span.trims,
-                    "frame_stride": 1,
                     "variable_frame_rate": bool(probe.variable_frame_rate),
                     "shot_detector": config.shots.detector,
                 },
             )
+            sample.frames, sample.metadata["frame_stride"] = self._clip_frames(source, span, analysis["frames"])
             if config.decode.with_audio and probe.has_audio:
-                from data_pipelines.decode import decode_audio
-
                 sample.audio, sample.sample_rate, audio_error = decode_audio(
                     source.path, span.start / fps, span.end / fps
                 )
@@ -322,6 +311,56 @@ class SourceProcessor:
             result.records.append(make_record(sample, path, geometry, ranged))
             result.samples.append(_thin_for_parent(sample))
         return result
+
+
+    def _analyse(self, source: Source, use_transnet: bool, result: SourceResult) -> dict[str, Any]:
+        """Stream the source once at the analysis size: shot-detector inputs, per-frame luma, and the frames
+        themselves while the source is short enough to keep them (``decode.max_frames_in_memory``)."""
+        decode = self.config.decode
+        histograms, thumbnails, luma, frames = [], [], [], []
+        keep_frames, count, fps = True, 0, 0.0
+        for chunk in iter_video_chunks(
+            source.path,
+            size=decode.analysis_size,
+            thumbnail_size=TRANSNET_SIZE if use_transnet else None,
+            max_frames=decode.max_frames,
+            chunk_frames=256,
+        ):
+            fps = chunk.fps
+            if "decode_error" in chunk.metadata:
+                result.warnings.append(f"decode stopped early at frame {count + len(chunk.frames)}: {chunk.metadata['decode_error']}")
+            if len(chunk.frames) == 0:
+                continue
+            count += len(chunk.frames)
+            if use_transnet:
+                thumbnails.append(chunk.thumbnails)
+            elif self.detector is not None:
+                # Histograms need few pixels; every other pixel of the analysis frames is plenty and 4x cheaper.
+                histograms.append(self.detector.histograms(chunk.frames[:, ::2, ::2]))
+            luma.append(mean_luma(chunk.frames[:, ::4, ::4]))
+            if keep_frames:
+                frames.append(chunk.frames)
+                if count > decode.max_frames_in_memory:
+                    keep_frames, frames = False, []
+        return {
+            "fps": fps,
+            "num_frames": count,
+            "thumbnails": np.concatenate(thumbnails) if thumbnails else None,
+            "histograms": np.concatenate(histograms) if histograms else None,
+            "luma": np.concatenate(luma),
+            "frames": np.concatenate(frames) if keep_frames else None,
+        }
+
+    def _clip_frames(self, source: Source, span, frames: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """The clip's analysis frames and their stride: sliced from memory, or decoded again (strided) when the
+        source was analysed streaming."""
+        if frames is not None:
+            return frames[span.start : span.end], 1
+        stride = max(1, int(np.ceil(span.num_frames / self.config.decode.clip_analysis_frames)))
+        decoded = decode_video(
+            source.path, size=self.config.decode.analysis_size, start_frame=span.start, end_frame=span.end, stride=stride
+        )
+        return decoded.frames, stride
 
 
 def _thin_for_parent(sample: ClipSample) -> ClipSample:

@@ -26,7 +26,7 @@ from seedkit.data.manifest import ClipRecord, Manifest
 from seedkit.data.video_io import write_video
 
 from data_pipelines.config import ShardConfig
-from data_pipelines.decode import _target_size, decode_audio, decode_video, decode_video_decord, probe_video
+from data_pipelines.decode import target_size, decode_audio, decode_video, decode_video_decord, probe_video
 from data_pipelines.stages import ClipSample
 
 STATUS_DONE = "done"
@@ -103,7 +103,7 @@ def write_clip_file(
     """
     if reader == "decord" and not variable_frame_rate:
         probe = probe_video(source)
-        size = _target_size(probe.width, probe.height, config.output_size)
+        size = target_size(probe.width, probe.height, config.output_size)
         frames = decode_video_decord(source, size=size, start_frame=start_frame, end_frame=end_frame)
         fps = probe.fps
     else:

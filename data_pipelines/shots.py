@@ -135,7 +135,10 @@ class HistogramShotDetector:
 
     def distances(self, frames: np.ndarray) -> np.ndarray:
         """``float32 [F]``: distance of each frame to the previous one (0 for the first frame)."""
-        histograms = self.histograms(frames)
+        return self.distances_from_histograms(self.histograms(frames))
+
+    def distances_from_histograms(self, histograms: np.ndarray) -> np.ndarray:
+        """Distances from precomputed :meth:`histograms` (e.g. accumulated chunk by chunk over a long file)."""
         bins = (self.config.hue_bins, self.config.saturation_bins, self.config.value_bins)
         splits = np.cumsum(bins)[:-1]
         change = np.abs(np.diff(histograms, axis=0))
@@ -144,8 +147,12 @@ class HistogramShotDetector:
 
     def detect(self, frames: np.ndarray) -> ShotBoundaries:
         """Detect cuts in ``uint8 [F, H, W, 3]`` frames."""
+        return self.detect_histograms(self.histograms(frames))
+
+    def detect_histograms(self, histograms: np.ndarray) -> ShotBoundaries:
+        """Detect cuts from the per-frame ``histograms`` (``float32 [F, bins]``) of a whole source."""
         config = self.config
-        distance = self.distances(frames)
+        distance = self.distances_from_histograms(histograms)
         count = len(distance)
         candidates = []
         for index in range(1, count):
