@@ -178,8 +178,8 @@ class SeedkitPipelineBase(DiffusionPipeline):
             max_sequence_length=max_sequence_length,
             text_encoder_name=text_encoder_name,
         )
-        self.vae_spatial_compression = vae.config.spatial_compression_ratio if vae is not None else 8
-        self.vae_temporal_compression = vae.config.temporal_compression_ratio if vae is not None else 4
+        self.vae_spatial_compression = vae.config.spatial_compression_ratio
+        self.vae_temporal_compression = vae.config.temporal_compression_ratio
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_spatial_compression)
 
     @classmethod
