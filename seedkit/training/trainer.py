@@ -224,7 +224,11 @@ class Trainer:
         loss = torch.stack(losses).mean()
         max_norm = self.optim_config.max_grad_norm if self.optim_config.max_grad_norm > 0 else math.inf
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
-        finite = torch.isfinite(loss) & torch.isfinite(torch.as_tensor(grad_norm, device=loss.device))
+        finite = torch.isfinite(loss)
+        if self.accelerator.scaler is None:
+            # With fp16 loss scaling an overflowing gradient is normal while the scale calibrates; the scaler skips
+            # that step itself. Otherwise a non-finite gradient norm is as bad as a non-finite loss.
+            finite &= torch.isfinite(torch.as_tensor(grad_norm, device=loss.device))
         # Every process must take the same decision, or DDP/FSDP would deadlock on the next collective.
         finite = bool(self.accelerator.reduce(finite.float(), reduction="sum").item() == self.accelerator.num_processes)
         if finite:
