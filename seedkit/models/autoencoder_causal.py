@@ -481,8 +481,8 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     Runtime switches (not part of the config): :meth:`enable_tiling` (blended spatial tiles),
     :meth:`enable_slicing` (one sample of the batch at a time), :meth:`enable_temporal_chunking` (on by default with
-    16-frame chunks: long clips run chunk by chunk through a :class:`CausalConvCache`, so peak memory does not grow
-    with clip length; results equal whole-clip processing).
+    16-frame chunks: a clip runs as its first frame, then 16-frame chunks, through a :class:`CausalConvCache`, so
+    peak memory does not grow with clip length; results equal whole-clip processing).
 
     Args:
         in_channels / out_channels: pixel channels.
@@ -615,7 +615,7 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
         self.tile_sample_stride_height, self.tile_sample_stride_width = stride_height, stride_width
 
     def enable_temporal_chunking(self, chunk_frames: int = 16) -> None:
-        """Process clips longer than ``1 + chunk_frames`` frames chunk by chunk (``chunk_frames`` a multiple of 4)."""
+        """Process clips as the first frame, then chunks of ``chunk_frames`` frames (a multiple of 4)."""
         ratio = self.config.temporal_compression_ratio
         if chunk_frames <= 0 or chunk_frames % ratio:
             raise ValueError(f"chunk_frames must be a positive multiple of {ratio}, got {chunk_frames}")
@@ -682,37 +682,35 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
     # --- whole clips (temporal chunking) -------------------------------------------------------------------------
 
     def _encode_frames(self, sample: torch.Tensor) -> torch.Tensor:
+        # The first frame is one chunk (it is coded alone anyway), then chunks of `temporal_chunk_frames`: every
+        # clip longer than one frame has the same peak (one chunk plus the cache), whatever its length.
         chunk_frames = self.temporal_chunk_frames
         num_frames = sample.shape[2]
-        if chunk_frames is None or num_frames <= 1 + chunk_frames:
+        if chunk_frames is None or num_frames == 1:
             return self.encode_chunk(sample)
         cache = CausalConvCache()
-        moments = [self.encode_chunk(sample[:, :, : 1 + chunk_frames], cache)]
-        for start in range(1 + chunk_frames, num_frames, chunk_frames):
+        moments = [self.encode_chunk(sample[:, :, :1], cache)]
+        for start in range(1, num_frames, chunk_frames):
             moments.append(self.encode_chunk(sample[:, :, start : start + chunk_frames], cache))
         return torch.cat(moments, dim=2)
 
     def _decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
-        latent_chunk = None if self.temporal_chunk_frames is None else self.temporal_chunk_frames // (
-            self.config.temporal_compression_ratio
-        )
-        num_latent_frames = latents.shape[2]
-        if latent_chunk is None or num_latent_frames <= 1 + latent_chunk:
-            return self.decode_chunk(latents)
-        # Chunks are written into one preallocated output so peak memory is one chunk's activations plus the output.
         ratio = self.config.temporal_compression_ratio
+        num_latent_frames = latents.shape[2]
+        if self.temporal_chunk_frames is None or num_latent_frames == 1:
+            return self.decode_chunk(latents)
+        latent_chunk = self.temporal_chunk_frames // ratio
+        # Chunks are written into one preallocated output, so peak memory is one chunk's activations plus the cache
+        # plus the output, instead of growing with the clip.
         cache = CausalConvCache()
-        output = None
-        frame = 0
-        for start in [0, *range(1 + latent_chunk, num_latent_frames, latent_chunk)]:
-            stop = 1 + latent_chunk if start == 0 else start + latent_chunk
-            chunk = self.decode_chunk(latents[:, :, start:stop], cache)
-            if output is None:
-                batch_size, channels, _, height, width = chunk.shape
-                total = 1 + ratio * (num_latent_frames - 1)
-                output = chunk.new_empty(batch_size, channels, total, height, width)
+        first = self.decode_chunk(latents[:, :, :1], cache)
+        batch_size, channels, _, height, width = first.shape
+        output = first.new_empty(batch_size, channels, 1 + ratio * (num_latent_frames - 1), height, width)
+        output[:, :, :1] = first
+        for start in range(1, num_latent_frames, latent_chunk):
+            chunk = self.decode_chunk(latents[:, :, start : start + latent_chunk], cache)
+            frame = 1 + ratio * (start - 1)
             output[:, :, frame : frame + chunk.shape[2]] = chunk
-            frame += chunk.shape[2]
         return output
 
     # --- tiling --------------------------------------------------------------------------------------------------
