@@ -7,19 +7,23 @@ Everything is analytic, in numpy, and follows the geometry conventions of :mod:`
    colour. A colour is present in a frame when its core has an *interior* (core pixels whose four neighbours are
    core too): the one-pixel seams where two anti-aliased objects meet can look like a third palette colour (red
    blended with yellow is close to orange) but never have an interior.
-3. **Coverage**: each present colour's soft coverage ``alpha`` in [0, 1] per pixel, by unmixing the pixel along the
-   segment from the background (or from another present colour, at overlaps) to that colour. Area and centroid
-   from ``alpha`` are exact for an unoccluded anti-aliased object.
+3. **Coverage**: each present colour's *visible* coverage in [0, 1] per pixel by linear unmixing: anti-aliased
+   compositing makes a pixel ``bg + sum_c v_c (c - bg)``, so each pixel is explained by the background, one colour,
+   a blend of two, or two colours over the background (constrained least squares, a small cost per extra colour).
+   Area and centroid from the coverage are exact for an unoccluded object.
 4. **Shape and size**: on the frame where the object is most visible, the coverage is fitted with the three shape
-   templates (circle, square, triangle; centroid and circumradius free) by a vectorised grid search; pixels covered
-   by other colours are *unknown* in the fit, so a partly occluded object is still classified from what shows.
-   The size class is the nearest of ``SIZES`` (in log radius) after dividing out the shot's camera zoom.
+   templates (circle, square, triangle; centroid and circumradius) by vectorised grid searches. Where other colours
+   cover a pixel the shape's coverage is only bounded (``[v, v / (1 - others)]``), so a partly hidden object is
+   still classified from what shows; an object never seen alone is fitted with the radii the world draws, because
+   its size is not identifiable from a partial view. The size class is the nearest of ``SIZES`` (in log radius)
+   after dividing out the shot's camera zoom.
 5. **Tracks, motion, bounces**: one centroid per frame (the coverage centroid when the object touches nothing, the
-   fitted template's centroid when it touches another object), then per axis the direction and speed; a wall
-   bounce is a direction reversal or a displacement shorter than the speed, and its continuous time follows from
-   the reflection (``d = (2 f - 1) s`` for a contact at fraction ``f`` of the frame interval).
-6. **Shot cuts**: an object's velocity changing away from the walls (inside a shot motion is uniform but for
-   reflections), every object's size jumping alike (camera zoom), or a colour appearing or vanishing in the open.
+   fitted template's centroid at its known radius when it touches another object), then per axis the direction
+   and speed; a wall bounce is a direction reversal or a displacement shorter than the speed, and its continuous
+   time follows from the reflection (``d = (2 f - 1) s`` for a contact at fraction ``f`` of the frame interval).
+6. **Shot cuts**: an object's velocity changing where no wall reflection explains it (inside a shot motion is
+   uniform but for reflections), an object outgrowing its full size (camera zoom), or a colour appearing or
+   vanishing where no occluder explains it.
 7. **Audio** (:mod:`.audio`): onsets from the energy envelope, pitch from the spectrum, colour from the pitch.
 """
 
@@ -31,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from seedkit.data.shapes import BACKGROUNDS, FRAMINGS, PALETTE, SHAPES, SIZES, WALL_MARGIN_PX, shape_half_extents
+from seedkit.data.shapes import BACKGROUNDS, PALETTE, SHAPES, SIZES
 
 from .audio import AudioEvent, detect_audio_events
 

@@ -233,8 +233,8 @@ def score_generated(item: SuiteItem, clip: GeneratedClip) -> tuple[dict[str, flo
     return score.metrics, details
 
 
-def _contact_strip(frames: np.ndarray, height: int = 96) -> "Image.Image":
-    """First, middle and last frame side by side, upscaled (nearest) to ``height`` pixels."""
+def _contact_strip(frames: np.ndarray, height: int = 96):
+    """First, middle and last frame side by side as a PIL image, upscaled (nearest) to about ``height`` pixels."""
     from PIL import Image
 
     picks = sorted({0, frames.shape[0] // 2, frames.shape[0] - 1})
