@@ -30,10 +30,10 @@ def vae():
 @torch.no_grad()
 @pytest.mark.parametrize("frames, latent_frames", [(1, 1), (5, 2), (9, 3)])
 def test_video_and_image_shapes(vae, frames, latent_frames):
-    sample = _video(batch=2, frames=frames)
+    sample = _video(batch=2, frames=frames, height=16, width=8)
     posterior = vae.encode(sample).latent_dist
     assert isinstance(posterior, DiagonalGaussianDistribution)
-    assert posterior.mean.shape == (2, 8, latent_frames, 2, 2)
+    assert posterior.mean.shape == (2, 8, latent_frames, 2, 1)
     decoded = vae.decode(posterior.mode()).sample
     assert decoded.shape == sample.shape
     assert torch.isfinite(decoded).all()
@@ -148,11 +148,11 @@ def _relative_error(approximation: torch.Tensor, reference: torch.Tensor) -> flo
 def test_tiling_is_close_to_untiled_and_closer_with_larger_tiles():
     # Without mid attention every output depends on a bounded neighbourhood, so tiles only err near their borders.
     vae = _debug_vae(mid_attention=False)
-    sample = _video(frames=1, height=64, width=64)
+    sample = _video(frames=1, height=48, width=48)
     latents = vae.encode(sample).latent_dist.mean
     decoded = vae.decode(latents).sample
     errors = {}
-    for tile, stride in [(32, 16), (48, 32)]:
+    for tile, stride in [(32, 16), (40, 8)]:
         vae.enable_tiling(tile, tile, stride, stride)
         tiled_latents = vae.encode(sample).latent_dist.mean
         tiled_decoded = vae.decode(latents).sample
@@ -161,14 +161,14 @@ def test_tiling_is_close_to_untiled_and_closer_with_larger_tiles():
         errors[tile] = (_relative_error(tiled_latents, latents), _relative_error(tiled_decoded, decoded))
     # An untrained model on 4-latent-pixel tiles: the error is bounded, and shrinks as tiles get more context.
     assert all(encode_error < 1.0 and decode_error < 0.5 for encode_error, decode_error in errors.values())
-    assert errors[48][0] < errors[32][0] and errors[48][1] < errors[32][1]
+    assert errors[40][0] < errors[32][0] and errors[40][1] < errors[32][1]
     with pytest.raises(ValueError, match="multiple of 8"):
         vae.enable_tiling(tile_sample_min_height=20)
 
 
 @torch.no_grad()
 def test_slicing_equals_batched(vae):
-    sample = _video(batch=2, frames=5)
+    sample = _video(batch=2, frames=5, height=8, width=8)
     latents = vae.encode(sample).latent_dist.mean
     decoded = vae.decode(latents).sample
     vae.enable_slicing()
@@ -203,7 +203,7 @@ def test_save_load_round_trip_and_latent_factors(tmp_path):
 
 
 def test_gradient_checkpointing_matches_gradients():
-    sample = _video(frames=5, height=8, width=8)
+    sample = _video(frames=1, height=8, width=8)
     grads = []
     for checkpointing in (False, True):
         vae = _debug_vae()
