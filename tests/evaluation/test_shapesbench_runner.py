@@ -119,3 +119,21 @@ def test_pipeline_generator_runs_a_saved_seedkit_model(tmp_path):
     assert status["audio_video-000"].status == "failed" and "t2av" in status["audio_video-000"].reason
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         PipelineGenerator(tmp_path)
+
+
+def test_oracle_through_mp4_files_still_scores_one(tmp_path):
+    from seedkit.data.video_io import write_video
+
+    items = load_suite("motion")[:1] + load_suite("audio_video")[1:2]
+
+    def generate(item):
+        clip = oracle_generate_fn(item)
+        path = tmp_path / f"{item.id}.mp4"
+        write_video(path, clip.frames, fps=item.fps, audio=clip.audio, sample_rate=clip.sample_rate)
+        return str(path)  # H.264 yuv420p + AAC, read back by the runner
+
+    report = run_shapesbench(generate, items, tmp_path / "report", progress=False, write_html=False)
+    metrics = report.summary["metrics"]
+    assert report.summary["failed"] == 0
+    assert metrics["color"] == metrics["shape"] == metrics["motion"] == metrics["pitch_color"] == 1.0
+    assert metrics["av_offset_ms"] < 5.0
