@@ -260,13 +260,14 @@ class SourceProcessor:
         ranged = config.shard.mode == "ranges"
         for span in plan.spans:
             clip_id = f"{source.source_id}-{span.start:06d}-{span.end:06d}"
+            frames, frame_stride = self._clip_frames(source, span, analysis["frames"])
             sample = ClipSample(
                 source=str(source.path),
                 clip_id=clip_id,
                 start_frame=span.start,
                 end_frame=span.end,
                 fps=fps,
-                frames=np.zeros((0, 1, 1, 3), np.uint8),
+                frames=frames,
                 audio=None,
                 sample_rate=None,
                 metadata={
@@ -274,11 +275,11 @@ class SourceProcessor:
                     "shot_index": span.shot_index,
                     "window_index": span.window_index,
                     "trims": span.trims,
+                    "frame_stride": frame_stride,
                     "variable_frame_rate": bool(probe.variable_frame_rate),
                     "shot_detector": config.shots.detector,
                 },
             )
-            sample.frames, sample.metadata["frame_stride"] = self._clip_frames(source, span, analysis["frames"])
             if config.decode.with_audio and probe.has_audio:
                 sample.audio, sample.sample_rate, audio_error = decode_audio(
                     source.path, span.start / fps, span.end / fps
@@ -311,7 +312,6 @@ class SourceProcessor:
             result.records.append(make_record(sample, path, geometry, ranged))
             result.samples.append(_thin_for_parent(sample))
         return result
-
 
     def _analyse(self, source: Source, use_transnet: bool, result: SourceResult) -> dict[str, Any]:
         """Stream the source once at the analysis size: shot-detector inputs, per-frame luma, and the frames
@@ -519,25 +519,20 @@ class CurationRun:
         with ManifestWriter(jsonl_path) as writer, tqdm(
             total=len(tasks), desc="curate", unit="file", disable=not self.progress
         ) as bar:
+            # Workers finish in any order; sources are finished in input order so that which of two near-duplicates
+            # is kept (the first one) does not depend on timing.
+            order = [source.source_id for source in todo]
+            arrived: dict[str, Any] = {}
             for outcome in self._executor().run(SourceProcessor(self.config), tasks):
-                source = by_id[outcome.key]
-                if outcome.ok and outcome.value.ok:
-                    try:
-                        status = self._finish_source(source, outcome.value, writer)
-                    except Exception as error:  # noqa: BLE001 - one source's dedup/caption failure must not end the run
-                        status = SourceStatus(
-                            source.relative, STATUS_FAILED, "postprocess_failed", f"{type(error).__name__}: {error}"
-                        )
-                elif outcome.ok:
-                    result = outcome.value
-                    status = SourceStatus(source.relative, STATUS_FAILED, result.reason, result.detail)
-                else:
-                    status = SourceStatus(source.relative, STATUS_FAILED, outcome.reason, outcome.detail)
-                status.seconds = round(outcome.seconds, 3)
-                statuses.put(source.source_id, status)
-                summary.processed_this_run += 1
-                bar.set_postfix_str(f"{source.relative}: {status.status}", refresh=False)
-                bar.update(1)
+                arrived[outcome.key] = outcome
+                while order and order[0] in arrived:
+                    finished = arrived.pop(order.pop(0))
+                    source = by_id[finished.key]
+                    status = self._status_of(source, finished, writer)
+                    statuses.put(source.source_id, status)
+                    summary.processed_this_run += 1
+                    bar.set_postfix_str(f"{source.relative}: {status.status}", refresh=False)
+                    bar.update(1)
         # Totals over every source of the input, this run's and earlier runs'.
         for source in sources:
             status = statuses.get(source.source_id)
@@ -558,6 +553,23 @@ class CurationRun:
         summary.seconds = round(time.monotonic() - started, 2)
         (self.out_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1), encoding="utf-8")
         return summary
+
+    def _status_of(self, source: Source, outcome, writer: ManifestWriter) -> SourceStatus:
+        """Finish a source whose worker returned (stages 6-8), or record why it failed."""
+        if outcome.ok and outcome.value.ok:
+            try:
+                status = self._finish_source(source, outcome.value, writer)
+            except Exception as error:  # noqa: BLE001 - one source's dedup/caption failure must not end the run
+                status = SourceStatus(
+                    source.relative, STATUS_FAILED, "postprocess_failed", f"{type(error).__name__}: {error}"
+                )
+        elif outcome.ok:
+            result = outcome.value
+            status = SourceStatus(source.relative, STATUS_FAILED, result.reason, result.detail)
+        else:
+            status = SourceStatus(source.relative, STATUS_FAILED, outcome.reason, outcome.detail)
+        status.seconds = round(outcome.seconds, 3)
+        return status
 
     def _finish_source(self, source: Source, result: SourceResult, writer: ManifestWriter) -> SourceStatus:
         dropped = Counter(result.dropped)
