@@ -18,6 +18,7 @@ padding is zeros.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -715,68 +716,71 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     # --- tiling --------------------------------------------------------------------------------------------------
 
-    def _blend_tiles(
+    def _run_tiled(
         self,
-        tiles: list[tuple[int, int, torch.Tensor]],
-        out_shape: tuple[int, ...],
-        ramp_height: int,
-        ramp_width: int,
+        inputs: torch.Tensor,
+        process: Callable[[torch.Tensor], torch.Tensor],
+        tile_size: tuple[int, int],
+        tile_stride: tuple[int, int],
+        to_output: Callable[[int], int],
+        ramp: tuple[int, int],
     ) -> torch.Tensor:
-        """Weighted average of ``(top, left, tile [B, C, F, h, w])`` with linear feathering over the overlaps.
+        """Run ``process`` on overlapping spatial tiles of ``inputs [B, C, F, H, W]`` and blend the results.
 
-        Each tile's weight ramps linearly up from its sides that have a neighbour; dividing by the summed weights makes
-        the blend a partition of unity, so a seam is a smooth crossfade and identical tiles blend to themselves.
+        ``to_output`` maps an input coordinate to an output coordinate (``// s`` to encode, ``* s`` to decode). Each
+        tile's weight ramps linearly over ``ramp`` output pixels on the sides that have a neighbour; dividing by the
+        summed weights makes the blend a partition of unity, so a seam is a smooth crossfade. Tiles are accumulated as
+        they come, so only one tile's result is alive at a time.
         """
-        reference = tiles[0][2]
-        output = reference.new_zeros(out_shape)
-        weight_sum = reference.new_zeros(out_shape[-2:])
-        starts_h = sorted({top for top, _, _ in tiles})
-        starts_w = sorted({left for _, left, _ in tiles})
-        for top, left, tile in tiles:
-            weight_h = _feather(
-                tile.shape[-2], ramp_height, top != starts_h[0], top != starts_h[-1], tile.device, tile.dtype
-            )
-            weight_w = _feather(
-                tile.shape[-1], ramp_width, left != starts_w[0], left != starts_w[-1], tile.device, tile.dtype
-            )
-            weight = weight_h[:, None] * weight_w[None, :]
-            output[..., top : top + tile.shape[-2], left : left + tile.shape[-1]] += tile * weight
-            weight_sum[top : top + tile.shape[-2], left : left + tile.shape[-1]] += weight
-        return output / weight_sum
+        height, width = inputs.shape[-2:]
+        starts_h = _tile_starts(height, tile_size[0], tile_stride[0])
+        starts_w = _tile_starts(width, tile_size[1], tile_stride[1])
+        output = weight_sum = None
+        for top in starts_h:
+            for left in starts_w:
+                tile = process(inputs[..., top : top + tile_size[0], left : left + tile_size[1]])
+                if output is None:
+                    output = tile.new_zeros(*tile.shape[:3], to_output(height), to_output(width))
+                    weight_sum = tile.new_zeros(to_output(height), to_output(width))
+                weight_h = _feather(
+                    tile.shape[-2], ramp[0], top != starts_h[0], top != starts_h[-1], tile.device, tile.dtype
+                )
+                weight_w = _feather(
+                    tile.shape[-1], ramp[1], left != starts_w[0], left != starts_w[-1], tile.device, tile.dtype
+                )
+                weight = weight_h[:, None] * weight_w[None, :]
+                out_top, out_left = to_output(top), to_output(left)
+                region = (slice(out_top, out_top + tile.shape[-2]), slice(out_left, out_left + tile.shape[-1]))
+                output[..., region[0], region[1]] += tile * weight
+                weight_sum[region[0], region[1]] += weight
+        return output.div_(weight_sum)
 
     def _tiled_encode(self, sample: torch.Tensor) -> torch.Tensor:
         ratio = self.config.spatial_compression_ratio
-        height, width = sample.shape[-2:]
-        tile_h, tile_w = self.tile_sample_min_height, self.tile_sample_min_width
-        tiles = []
-        for top in _tile_starts(height, tile_h, self.tile_sample_stride_height):
-            for left in _tile_starts(width, tile_w, self.tile_sample_stride_width):
-                moments = self._encode_frames(sample[..., top : top + tile_h, left : left + tile_w])
-                tiles.append((top // ratio, left // ratio, moments))
-        batch_size, channels, num_frames = tiles[0][2].shape[:3]
-        return self._blend_tiles(
-            tiles,
-            (batch_size, channels, num_frames, height // ratio, width // ratio),
-            (tile_h - self.tile_sample_stride_height) // ratio,
-            (tile_w - self.tile_sample_stride_width) // ratio,
+        return self._run_tiled(
+            sample,
+            self._encode_frames,
+            (self.tile_sample_min_height, self.tile_sample_min_width),
+            (self.tile_sample_stride_height, self.tile_sample_stride_width),
+            lambda coordinate: coordinate // ratio,
+            (
+                (self.tile_sample_min_height - self.tile_sample_stride_height) // ratio,
+                (self.tile_sample_min_width - self.tile_sample_stride_width) // ratio,
+            ),
         )
 
     def _tiled_decode(self, latents: torch.Tensor) -> torch.Tensor:
         ratio = self.config.spatial_compression_ratio
-        height, width = latents.shape[-2:]
-        tile_h, tile_w = self.tile_sample_min_height // ratio, self.tile_sample_min_width // ratio
-        stride_h, stride_w = self.tile_sample_stride_height // ratio, self.tile_sample_stride_width // ratio
-        tiles = []
-        for top in _tile_starts(height, tile_h, stride_h):
-            for left in _tile_starts(width, tile_w, stride_w):
-                decoded = self._decode_frames(latents[..., top : top + tile_h, left : left + tile_w])
-                tiles.append((top * ratio, left * ratio, decoded))
-        batch_size, channels, num_frames = tiles[0][2].shape[:3]
-        return self._blend_tiles(
-            tiles,
-            (batch_size, channels, num_frames, height * ratio, width * ratio),
-            self.tile_sample_min_height - self.tile_sample_stride_height,
-            self.tile_sample_min_width - self.tile_sample_stride_width,
+        return self._run_tiled(
+            latents,
+            self._decode_frames,
+            (self.tile_sample_min_height // ratio, self.tile_sample_min_width // ratio),
+            (self.tile_sample_stride_height // ratio, self.tile_sample_stride_width // ratio),
+            lambda coordinate: coordinate * ratio,
+            (
+                self.tile_sample_min_height - self.tile_sample_stride_height,
+                self.tile_sample_min_width - self.tile_sample_stride_width,
+            ),
         )
 
     # --- AutoencoderKL API ---------------------------------------------------------------------------------------
