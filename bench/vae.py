@@ -150,7 +150,8 @@ def main() -> int:
         print(json.dumps(measure_memory(kind, operation, base, frames, args.size, not args.no_chunking)))
         return 0
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; base {base}, {frames}x{args.size}x{args.size}")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads; base {base}, {frames}x{args.size}x{args.size}")
     models = {kind: build_model(kind, base) for kind in ("seedkit", "wan")}
     for kind, model in models.items():
         print(f"  {kind:8s} {sum(p.numel() for p in model.parameters()) / 1e6:7.2f}M parameters")
@@ -170,7 +171,10 @@ def main() -> int:
     }
     for kind, stage_medians in medians.items():
         total = stage_medians["encode"] + stage_medians["decode"]
-        print(f"  {kind:8s} encode {stage_medians['encode']:.3f}s  decode {stage_medians['decode']:.3f}s  total {total:.3f}s")
+        print(
+            f"  {kind:8s} encode {stage_medians['encode']:.3f}s  decode {stage_medians['decode']:.3f}s  "
+            f"total {total:.3f}s"
+        )
     ratio = {stage: medians["seedkit"][stage] / medians["wan"][stage] for stage in ("encode", "decode")}
     total_ratio = sum(medians["seedkit"].values()) / sum(medians["wan"].values())
     print(
@@ -181,7 +185,9 @@ def main() -> int:
 
     # 2. Peak memory of encode + decode, each in a fresh process.
     memory_base = args.memory_base or base
-    memory = {kind: run_memory_subprocess(kind, "encode_decode", memory_base, frames, args.size) for kind in ("seedkit", "wan")}
+    memory = {
+        kind: run_memory_subprocess(kind, "encode_decode", memory_base, frames, args.size) for kind in ("seedkit", "wan")
+    }
     print(
         f"peak extra memory, encode+decode {frames} frames (base {memory_base}, {memory['seedkit']['method']}): "
         f"seedkit {memory['seedkit']['peak_mib']:.1f} MiB, wan {memory['wan']['peak_mib']:.1f} MiB, "

@@ -333,7 +333,10 @@ class UpBlock3d(nn.Module):
 
 
 class CausalEncoder3d(nn.Module):
-    """Pixels (patchified) to latent moments: ``[B, C_in, 1 + 4k, H, W] -> [B, 2 * latent, 1 + k, H / 2^n, W / 2^n]``."""
+    """Pixels (patchified) to latent moments.
+
+    ``[B, C_in, 1 + 4k, H, W] -> [B, 2 * latent, 1 + k, H / 2^n, W / 2^n]``.
+    """
 
     def __init__(
         self,
@@ -663,9 +666,13 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
         is_first_chunk = cache is None or cache.is_empty
         if is_first_chunk and (num_frames - 1) % ratio:
             valid = ", ".join(map(str, self.valid_num_frames()))
-            raise ValueError(f"the first chunk of a clip must have 1 + {ratio}k frames ({valid}, ...), got {num_frames}")
+            raise ValueError(
+                f"the first chunk of a clip must have 1 + {ratio}k frames ({valid}, ...), got {num_frames}"
+            )
         if not is_first_chunk and (num_frames % ratio or num_frames == 0):
-            raise ValueError(f"chunks after the first must have a positive multiple of {ratio} frames, got {num_frames}")
+            raise ValueError(
+                f"chunks after the first must have a positive multiple of {ratio} frames, got {num_frames}"
+            )
         if self.patch_size > 1:
             sample = rearrange(sample, "b c f (h p) (w q) -> b (c p q) f h w", p=self.patch_size, q=self.patch_size)
         return self.encoder(sample, cache)
@@ -822,7 +829,11 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     @apply_forward_hook
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple[torch.Tensor]:
-        """Decode latents ``[B, latent_channels, 1 + k, h, w]`` to ``DecoderOutput(sample=[B, C, 1 + 4k, h*s, w*s])``."""
+        """Decode latents ``[B, latent_channels, 1 + k, h, w]``.
+
+        Returns:
+            ``DecoderOutput(sample=[B, C, 1 + 4k, h * s, w * s])`` (not clamped).
+        """
         if z.ndim != 5:
             raise ValueError(f"expected latents [B, C, F, H, W], got shape {tuple(z.shape)}")
         if z.shape[1] != self.config.latent_channels:
