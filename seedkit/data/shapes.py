@@ -601,6 +601,7 @@ _SHOT_SPEC_KEYS = ("objects", "framing", "num_frames")
 _SCENE_SPEC_KEYS = ("objects", "shots", "background", "caption")
 # Minimum shot length; cuts fall on frames 1 + 4j so no latent frame of the causal VAE straddles a cut.
 MIN_SHOT_FRAMES = 4
+MAX_SCENE_ATTEMPTS = 16  # sample_scene redraws a scene whose objects cannot be placed
 
 
 def _shot_starts(rng: np.random.Generator, num_frames: int, num_shots: int) -> list[int]:
@@ -645,6 +646,10 @@ def _fill_object_spec(
     if is_image and filled["motion"] != "still":
         raise ValueError(f"an image (num_frames=1) cannot show motion {filled['motion']!r}; use 'still'")
     return filled
+
+
+class PlacementError(ValueError):
+    """The objects of a shot cannot be placed so that each is visible enough (and carried subjects visibly jump)."""
 
 
 def _build_shot(
@@ -699,8 +704,13 @@ def _build_shot(
             if obj.subject_id in previous_end
         )
         if min(visible) >= min_visible_fraction and jumps:
-            break
-    return shot
+            return shot
+    raise PlacementError(
+        f"could not place {len(object_specs)} object(s) in a {height}x{width} {framing} shot within {max_attempts} "
+        f"attempts with every object at least {min_visible_fraction:.0%} visible"
+        + (" and carried subjects jumping at the cut" if previous_end else "")
+        + "; use fewer or smaller objects, a larger frame, or a lower min_visible_fraction"
+    )
 
 
 def _audio_events(shots: list[Shot], fps: float) -> list[AudioEvent]:
@@ -806,6 +816,24 @@ def sample_scene(
     if background is None:
         background = tuple(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
     _check_choice("background", background, tuple(BACKGROUNDS))
+    for _ in range(MAX_SCENE_ATTEMPTS - 1):
+        try:
+            return _sample_scene_once(
+                rng, height, width, num_frames, fps, num_shots, min_objects, max_objects, sample_rate, background,
+                caption_split, min_visible_fraction,
+            )
+        except PlacementError:
+            continue  # crowded close-ups can be unplaceable: draw other objects
+    return _sample_scene_once(
+        rng, height, width, num_frames, fps, num_shots, min_objects, max_objects, sample_rate, background,
+        caption_split, min_visible_fraction,
+    )
+
+
+def _sample_scene_once(
+    rng, height, width, num_frames, fps, num_shots, min_objects, max_objects, sample_rate, background,
+    caption_split, min_visible_fraction,
+) -> Scene:
     is_image = num_frames == 1
     starts = _shot_starts(rng, num_frames, num_shots)
     lengths = [end - start for start, end in zip(starts, starts[1:] + [num_frames])]

@@ -273,3 +273,18 @@ def test_windowed_rendering_equals_full_frame_compositing():
                 image += alpha * (np.asarray(obj.rgb, dtype=np.float32) - image)
             expected = np.rint(image).astype(np.uint8)
             np.testing.assert_array_equal(frames[shot.start_frame : shot.start_frame + shot.num_frames], expected)
+
+
+def test_unplaceable_objects_are_an_error_and_sample_scene_redraws():
+    from seedkit.data.shapes import PlacementError, _build_shot
+
+    crowded = [
+        {"subject_id": index, "shape": "square", "color": color, "size": "large", "motion": "still"}
+        for index, color in enumerate(["red", "green", "blue"])
+    ]
+    with pytest.raises(PlacementError, match="visible"):
+        _build_shot(np.random.default_rng(0), crowded, 0, 5, "close", 16, 16, None, min_visible_fraction=0.9)
+    # The same seed that used to yield a fully hidden object now redraws until every object is visible enough.
+    for index in range(40):
+        scene = sample_scene(np.random.default_rng([1, index]), height=32, width=32, num_frames=9, num_shots=2)
+        assert min(obj.visible_fraction for shot in scene.shots for obj in shot.objects) >= 0.5
