@@ -58,6 +58,7 @@ class Preset:
     bench_frames: int
     bench_steps: int
     bench_guidance: float
+    trackers: tuple[str, ...] = ("tensorboard",)
     transformer_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,6 +98,7 @@ PRESETS: dict[str, Preset] = {
         bench_frames=5,
         bench_steps=2,
         bench_guidance=2.0,
+        trackers=(),
         transformer_overrides={
             "num_attention_heads": 2,
             "attention_head_dim": 16,
@@ -186,7 +188,11 @@ class EndToEndRun:
 
     # --- configs -------------------------------------------------------------------------------------------------
     def _common_train_overrides(self) -> list[str]:
-        return [f"train.seed={self.seed}", f"train.progress_bar={str(self.progress).lower()}"]
+        return [
+            f"train.seed={self.seed}",
+            f"train.progress_bar={str(self.progress).lower()}",
+            f"train.trackers={json.dumps(list(self.preset.trackers))}",
+        ]
 
     def vae_config(self):
         from seedkit.training.config import VAERecipeConfig, load_config
@@ -399,7 +405,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="laptop: the ten-minute run (default); smoke: toy sizes for tests")
     parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: torch's choice; on a CPU shared with other jobs, 1 thread "
+                             "avoids oversubscription and can be several times faster)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         run = EndToEndRun(args.out, args.preset, args.minutes_budget, seed=args.seed, progress=not args.no_progress)
     except ValueError as error:
