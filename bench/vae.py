@@ -33,12 +33,12 @@ import torch
 from tqdm import tqdm
 
 
-def build_model(kind: str, base: int) -> torch.nn.Module:
+def build_model(kind: str, base: int, chunk_frames: int = 16) -> torch.nn.Module:
     torch.manual_seed(0)
     if kind == "seedkit":
         from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
 
-        return CausalVideoAutoencoder(
+        model = CausalVideoAutoencoder(
             latent_channels=16,
             block_out_channels=(base, 2 * base, 4 * base, 4 * base),
             layers_per_block=2,
@@ -46,6 +46,8 @@ def build_model(kind: str, base: int) -> torch.nn.Module:
             spatial_compression_ratio=8,
             mid_attention=True,
         ).eval()
+        model.enable_temporal_chunking(chunk_frames)
+        return model
     if kind == "wan":
         from diffusers import AutoencoderKLWan
 
@@ -77,12 +79,14 @@ def run_operation(model: torch.nn.Module, operation: str, inputs: torch.Tensor) 
     return model.decode(model.encode(inputs).latent_dist.mode()).sample
 
 
-def measure_memory(kind: str, operation: str, base: int, frames: int, size: int, chunked: bool) -> dict:
+def measure_memory(
+    kind: str, operation: str, base: int, frames: int, size: int, chunked: bool, chunk_frames: int
+) -> dict:
     """Extra peak memory (MiB) of one operation; meant to run alone in a fresh process."""
     import gc
     import resource
 
-    model = build_model(kind, base)
+    model = build_model(kind, base, chunk_frames)
     if kind == "seedkit" and not chunked:
         model.disable_temporal_chunking()
     latent_frames = 1 + (frames - 1) // 4
@@ -107,10 +111,12 @@ def measure_memory(kind: str, operation: str, base: int, frames: int, size: int,
     return {"peak_mib": (peak - before) / 1024, "output_shape": list(output.shape), "method": method}
 
 
-def run_memory_subprocess(kind: str, operation: str, base: int, frames: int, size: int, chunked: bool = True) -> dict:
+def run_memory_subprocess(
+    kind: str, operation: str, base: int, frames: int, size: int, chunk_frames: int, chunked: bool = True
+) -> dict:
     command = [
         sys.executable, str(Path(__file__).resolve()), "--measure-memory", kind, operation,
-        "--base", str(base), "--frames", str(frames), "--size", str(size),
+        "--base", str(base), "--frames", str(frames), "--size", str(size), "--chunk-frames", str(chunk_frames),
     ]  # fmt: skip
     if not chunked:
         command.append("--no-chunking")
@@ -138,6 +144,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=None, help="frames of the timed clip (1 + 4k)")
     parser.add_argument("--size", type=int, default=64, help="height and width in pixels (multiple of 8)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--chunk-frames", type=int, default=16, help="our temporal chunk (default 16; 4 matches Wan's memory use)"
+    )
     parser.add_argument("--memory-base", type=int, default=None, help="base channels for the memory runs")
     parser.add_argument("--measure-memory", nargs=2, metavar=("KIND", "OPERATION"), help=argparse.SUPPRESS)
     parser.add_argument("--no-chunking", action="store_true", help=argparse.SUPPRESS)
@@ -147,12 +156,14 @@ def main() -> int:
 
     if args.measure_memory:
         kind, operation = args.measure_memory
-        print(json.dumps(measure_memory(kind, operation, base, frames, args.size, not args.no_chunking)))
+        chunked = not args.no_chunking
+        print(json.dumps(measure_memory(kind, operation, base, frames, args.size, chunked, args.chunk_frames)))
         return 0
 
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads; base {base}, {frames}x{args.size}x{args.size}")
-    models = {kind: build_model(kind, base) for kind in ("seedkit", "wan")}
+    models = {kind: build_model(kind, base, args.chunk_frames) for kind in ("seedkit", "wan")}
+    print(f"  seedkit temporal chunks: first frame, then {args.chunk_frames} frames")
     for kind, model in models.items():
         print(f"  {kind:8s} {sum(p.numel() for p in model.parameters()) / 1e6:7.2f}M parameters")
     sample = torch.rand(1, 3, frames, args.size, args.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -186,7 +197,7 @@ def main() -> int:
     # 2. Peak memory of encode + decode, each in a fresh process.
     memory_base = args.memory_base or base
     memory = {
-        kind: run_memory_subprocess(kind, "encode_decode", memory_base, frames, args.size)
+        kind: run_memory_subprocess(kind, "encode_decode", memory_base, frames, args.size, args.chunk_frames)
         for kind in ("seedkit", "wan")
     }
     print(
@@ -201,9 +212,9 @@ def main() -> int:
     for chunked in (True,) if args.quick else (True, False):
         for num_frames in (17, 33, 65):
             peaks[chunked, num_frames] = run_memory_subprocess(
-                "seedkit", "decode", memory_base, num_frames, args.size, chunked=chunked
+                "seedkit", "decode", memory_base, num_frames, args.size, args.chunk_frames, chunked=chunked
             )["peak_mib"]
-        label = "chunked (16-frame chunks)" if chunked else "whole clip (chunking off)"
+        label = f"chunked ({args.chunk_frames}-frame chunks)" if chunked else "whole clip (chunking off)"
         print(
             f"decode peak extra memory, {label}: 17 frames {peaks[chunked, 17]:.1f} MiB, 33 frames "
             f"{peaks[chunked, 33]:.1f} MiB, 65 frames {peaks[chunked, 65]:.1f} MiB, ratio 65/17 "
