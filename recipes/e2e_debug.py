@@ -59,6 +59,7 @@ class Preset:
     bench_steps: int
     bench_guidance: float
     trackers: tuple[str, ...] = ("tensorboard",)
+    vae_statistics_samples: int = 32  # fresh samples the VAE export encodes to measure latent shift / scale
     transformer_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,6 +100,7 @@ PRESETS: dict[str, Preset] = {
         bench_steps=2,
         bench_guidance=2.0,
         trackers=(),
+        vae_statistics_samples=4,
         transformer_overrides={
             "num_attention_heads": 2,
             "attention_head_dim": 16,
@@ -248,7 +250,12 @@ class EndToEndRun:
         config = self.vae_config()
         trainer = build_vae_trainer(config)
         trainer.train()
-        path = export_vae(trainer, Path(config.train.output_dir) / "final", use_ema=config.ema.enabled)
+        path = export_vae(
+            trainer,
+            Path(config.train.output_dir) / "final",
+            num_samples=self.preset.vae_statistics_samples,
+            use_ema=config.ema.enabled,
+        )
         trainer.end()
         return {
             "steps": trainer.state.step,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from evaluation.shapesbench.metrics import METRIC_NAMES
@@ -26,7 +27,16 @@ def load_recipe(monkeypatch):
     return module
 
 
-def test_e2e_debug_smoke(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """Toy models gain nothing from threads, and on a shared CPU extra threads oversubscribe it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_e2e_debug_smoke(tmp_path, capsys, monkeypatch, one_thread):
     recipe = load_recipe(monkeypatch)
     out = tmp_path / "run"
     assert recipe.main(["--out", str(out), "--preset", "smoke", "--no-progress"]) == 0
