@@ -10,7 +10,7 @@ inputs the pipeline gave it) times the number of calls, over the measured transf
 plain ``[tokens, width] @ [width, 4 * width]`` matmul (the shape of the transformer's MLP input projection) timed
 in the same run, interleaved with the pipeline runs; ``ratio`` = transformer FLOP/s / matmul FLOP/s.
 
-    python bench/generate.py --quick                        # about a minute on a 2-core CPU
+    python bench/generate.py --quick --threads 1            # about a minute on a busy 2-core CPU
     python bench/generate.py --sizes 64x64x17 256x256x33 --steps 10 --repeats 5
     python bench/generate.py --model seedkit/default_model  # a saved pipeline instead of a random flavor
 """

@@ -17,8 +17,9 @@ skips finished stages, and the training stages resume from their newest checkpoi
 6. ``bench``: ShapesBench (single-object suite, resized to the training size) on that directory; the report goes
    to ``<out>/shapesbench/report.json`` (+ ``report.html``).
 
-``--minutes-budget`` scales both training stages' step counts linearly from the preset's (sized for ten minutes on a
-4-core laptop); the other stages take a fixed, small time. Expect poor samples from a ten-minute run: the point is
+``--minutes-budget`` scales both training stages' step counts linearly from the preset's (sized for about ten
+minutes: the laptop preset took 11 minutes on a 2-core CPU shared with other jobs, with ``--threads 1``); the other
+stages take a fixed, small time. Expect poor samples from a ten-minute run: the point is
 that every stage of the real system runs, end to end, on one machine.
 """
 
@@ -30,7 +31,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
