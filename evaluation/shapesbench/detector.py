@@ -42,6 +42,8 @@ from .audio import AudioEvent, detect_audio_events
 COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
 PALETTE_RGB = np.array([PALETTE[name][0] for name in COLOR_NAMES], dtype=np.float32)  # [K, 3]
 PALETTE_TONES: dict[str, float] = {name: PALETTE[name][1] for name in COLOR_NAMES}
+# Cost per pixel of shape coverage that a fit places under other objects (see fit_shape).
+HIDDEN_COVERAGE_WEIGHT = 0.02
 # Shape area as a multiple of circumradius squared.
 AREA_PER_R2: dict[str, float] = {"circle": math.pi, "square": 2.0, "triangle": 3.0 * math.sqrt(3.0) / 4.0}
 
@@ -424,8 +426,13 @@ def fit_shape(
                 xs,
                 ys,
             )
-            outside = coverage - np.clip(coverage, window_low[None], window_high[None])
-            errors = (outside**2).sum(axis=(1, 2))
+            bounded = np.clip(coverage, window_low[None], window_high[None])
+            outside = coverage - bounded
+            # Coverage claimed under other colours is allowed but not free: without the penalty a fully visible
+            # shape drawn on top of another object fits a larger shape "hidden" under that object equally well
+            # (a small triangle inside a circle would read as a circle).
+            hidden = np.clip(bounded - window_low[None], 0.0, None).sum(axis=(1, 2))
+            errors = (outside**2).sum(axis=(1, 2)) + HIDDEN_COVERAGE_WEIGHT * hidden
             pick = int(np.argmin(errors))
             best_x, best_y = float(grid_x.ravel()[pick]), float(grid_y.ravel()[pick])
             best_error = float(errors[pick])
