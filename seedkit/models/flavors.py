@@ -155,6 +155,13 @@ def names() -> list[str]:
     return list(TEXT_ENCODERS)
 
 
+def vae_config(name: str) -> dict[str, Any]:
+    """A VAE config by name, including VAE-only variants such as ``"16x"`` that have no transformer flavor."""
+    if name not in VAE_CONFIGS:
+        raise KeyError(f"unknown VAE config {name!r}; valid: {', '.join(VAE_CONFIGS)}")
+    return copy.deepcopy(VAE_CONFIGS[name])
+
+
 def get(name: str) -> Flavor:
     """The flavor called ``name``; configs are deep copies, so callers may edit them freely."""
     if name not in TEXT_ENCODERS:

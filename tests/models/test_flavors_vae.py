@@ -40,3 +40,10 @@ def test_sixteen_x_flavor_config():
     with torch.device("meta"):
         model = CausalVideoAutoencoder(**config)
     assert model.patch_size == 2
+
+
+def test_vae_only_configs_are_reachable_by_name():
+    assert flavors.vae_config("16x")["spatial_compression_ratio"] == 16
+    assert flavors.vae_config("shapes-tiny") == flavors.get("shapes-tiny").vae
+    with pytest.raises(KeyError, match="valid"):
+        flavors.vae_config("32x")

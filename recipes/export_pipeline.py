@@ -1,0 +1,74 @@
+"""Turn a training run's export into a diffusers-layout pipeline directory (this is how the bundled default model
+in `seedkit/default_model` is made).
+
+    python recipes/export_pipeline.py runs/shapes-tiny/final --out seedkit/default_model
+
+`recipes/train.py` writes `<output_dir>/final/{transformer,vae,text_encoder_name.txt}`; this script assembles them with
+the text encoder and a flow-matching scheduler into one `SeedkitTextToVideoPipeline` directory that every seedkit
+pipeline (T2I, T2V, I2V) and `seedkit generate` load. Text encoders whose weights an installed package ships (MiniLM)
+are stored by name only, which keeps the directory small. The directory is written next to the target and renamed,
+so a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+def export_pipeline(
+    run_dir: Path, out_dir: Path, height: int, width: int, num_frames: int, shift: float = 1.0
+) -> Path:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from seedkit.models.text_encoders import TEXT_ENCODERS
+    from seedkit.pipelines import SeedkitTextToVideoPipeline
+    from seedkit.pipelines.base import assemble_components
+
+    name_file = run_dir / "text_encoder_name.txt"
+    if not name_file.exists():
+        raise FileNotFoundError(f"{name_file} is missing: pass the 'final' directory that recipes/train.py exports")
+    text_encoder_name = name_file.read_text(encoding="utf-8").strip()
+    components = assemble_components(
+        run_dir / "transformer",
+        run_dir / "vae",
+        text_encoder_name,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+    )
+    pipeline = SeedkitTextToVideoPipeline(
+        **components,
+        default_height=height,
+        default_width=width,
+        default_num_frames=num_frames,
+        # Prompts are truncated exactly as the latent cache truncated them in training.
+        max_sequence_length=TEXT_ENCODERS[text_encoder_name].max_sequence_length,
+        text_encoder_name=text_encoder_name,
+    )
+    temporary = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(temporary, ignore_errors=True)
+    pipeline.save_pretrained(temporary, bundle_text_encoder=not TEXT_ENCODERS[text_encoder_name].ships_weights)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(temporary, out_dir)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="the 'final' directory written by recipes/train.py")
+    parser.add_argument("--out", type=Path, required=True, help="pipeline directory to write")
+    parser.add_argument("--height", type=int, default=64, help="default height of generated samples")
+    parser.add_argument("--width", type=int, default=64, help="default width of generated samples")
+    parser.add_argument("--frames", type=int, default=17, help="default frame count (1 + 4k)")
+    parser.add_argument("--shift", type=float, default=1.0, help="the scheduler's timestep shift")
+    args = parser.parse_args(argv)
+    path = export_pipeline(args.run_dir, args.out, args.height, args.width, args.frames, args.shift)
+    size_mb = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
+    print(f"pipeline written to {path} ({size_mb:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
