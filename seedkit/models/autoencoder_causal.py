@@ -6,8 +6,9 @@ can be processed chunk by chunk with a small cache of past frames, giving exactl
 
 Two choices make chunked processing exact:
 
-* Normalisation is per frame and per pixel (RMSNorm over channels). A GroupNorm over ``(C, F, H, W)`` would mix
-  statistics of future frames into the past, breaking causality and chunk equivalence.
+* Normalisation is per frame (GroupNorm over channel groups and pixels of one frame, :class:`FrameGroupNorm`). A
+  GroupNorm over ``(C, F, H, W)`` would mix statistics of future frames into the past, breaking causality and chunk
+  equivalence.
 * The causal state is an explicit :class:`CausalConvCache` passed through ``forward``; modules hold no hidden state.
 
 Temporal padding of the first frame is ``"replicate"`` (the first frame is repeated into the past, so a static clip
@@ -115,23 +116,42 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(hidden_states)
 
 
-class ChannelRMSNorm(nn.Module):
-    """RMSNorm over channels, independently for every frame and pixel (causal and chunk-exact).
+class FrameGroupNorm(nn.Module):
+    """GroupNorm over the channels of a group and the pixels of each frame separately (causal and chunk-exact).
+
+    Statistics never mix frames, so the first frame is coded alone and chunked processing equals the whole clip.
+    They do mix pixels: a per-pixel RMSNorm over channels (as in Wan) cannot remove a component shared by all pixels,
+    and with AdamW at ``lr ~1e-3`` such a component grows within a few steps (on a flat background every weight of a
+    filter moves the same way), until every pixel normalises to the same vector and the decoder emits a flat frame
+    it cannot recover from. Subtracting the per-frame spatial mean removes that component.
 
     Input and output ``[B, C, F, H, W]``.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+    def __init__(self, num_channels: int, eps: float = 1e-6, max_groups: int = 32, min_group_channels: int = 4) -> None:
         super().__init__()
+        # Up to 32 groups as in diffusers, but at least 4 channels per group: a one-channel group on a 1x1 latent
+        # frame would normalise every value to the bias.
+        num_groups = math.gcd(num_channels, max_groups)
+        while num_groups > 1 and num_channels // num_groups < min_group_channels:
+            num_groups //= 2
+        self.num_groups = num_groups
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.float()
-        inverse_rms = torch.rsqrt(hidden_states.pow(2).mean(dim=1, keepdim=True) + self.eps)
-        hidden_states = (hidden_states * inverse_rms).to(input_dtype)
-        return hidden_states * self.weight.view(1, -1, 1, 1, 1).to(input_dtype)
+        batch_size, num_channels, num_frames, height, width = hidden_states.shape
+        grouped = rearrange(hidden_states.float(), "b (g c) f h w -> b f g (c h w)", g=self.num_groups)
+        variance, mean = torch.var_mean(grouped, dim=-1, keepdim=True, correction=0)
+        grouped = (grouped - mean) * torch.rsqrt(variance + self.eps)
+        hidden_states = rearrange(
+            grouped, "b f g (c h w) -> b (g c) f h w", g=self.num_groups, h=height, w=width
+        ).to(input_dtype)
+        weight = self.weight.view(1, -1, 1, 1, 1).to(input_dtype)
+        bias = self.bias.view(1, -1, 1, 1, 1).to(input_dtype)
+        return hidden_states * weight + bias
 
 
 class ResnetBlock3d(nn.Module):
@@ -146,9 +166,9 @@ class ResnetBlock3d(nn.Module):
         temporal_padding_mode: str = "replicate",
     ) -> None:
         super().__init__()
-        self.norm1 = ChannelRMSNorm(in_channels, eps=eps)
+        self.norm1 = FrameGroupNorm(in_channels, eps=eps)
         self.conv1 = CausalConv3d(in_channels, out_channels, 3, temporal_padding_mode=temporal_padding_mode)
-        self.norm2 = ChannelRMSNorm(out_channels, eps=eps)
+        self.norm2 = FrameGroupNorm(out_channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = CausalConv3d(out_channels, out_channels, 3, temporal_padding_mode=temporal_padding_mode)
         self.conv_shortcut = nn.Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
@@ -173,7 +193,7 @@ class FrameAttention(nn.Module):
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
-        self.norm = ChannelRMSNorm(channels, eps=eps)
+        self.norm = FrameGroupNorm(channels, eps=eps)
         self.to_q = nn.Linear(channels, channels)
         self.to_k = nn.Linear(channels, channels)
         self.to_v = nn.Linear(channels, channels)
@@ -368,7 +388,7 @@ class CausalEncoder3d(nn.Module):
                 )
             )
         self.mid_block = MidBlock3d(block_out_channels[-1], mid_attention, dropout, eps, temporal_padding_mode)
-        self.norm_out = ChannelRMSNorm(block_out_channels[-1], eps=eps)
+        self.norm_out = FrameGroupNorm(block_out_channels[-1], eps=eps)
         self.conv_out = CausalConv3d(
             block_out_channels[-1], out_channels, 3, temporal_padding_mode=temporal_padding_mode
         )
@@ -426,7 +446,7 @@ class CausalDecoder3d(nn.Module):
                     temporal_padding_mode=temporal_padding_mode,
                 )
             )
-        self.norm_out = ChannelRMSNorm(reversed_channels[-1], eps=eps)
+        self.norm_out = FrameGroupNorm(reversed_channels[-1], eps=eps)
         self.conv_out = CausalConv3d(
             reversed_channels[-1], out_channels, 3, temporal_padding_mode=temporal_padding_mode
         )

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from seedkit.models import flavors
-from seedkit.models.autoencoder_causal import CausalConvCache, CausalVideoAutoencoder
+from seedkit.models.autoencoder_causal import CausalConvCache, CausalVideoAutoencoder, FrameGroupNorm
 
 
 def _debug_vae(**overrides) -> CausalVideoAutoencoder:
@@ -146,7 +146,7 @@ def _relative_error(approximation: torch.Tensor, reference: torch.Tensor) -> flo
 
 @torch.no_grad()
 def test_tiling_is_close_to_untiled_and_closer_with_larger_tiles():
-    # Without mid attention every output depends on a bounded neighbourhood, so tiles only err near their borders.
+    # Without mid attention every output depends on a bounded neighbourhood and on per-frame norm statistics.
     vae = _debug_vae(mid_attention=False)
     sample = _video(frames=1, height=48, width=48)
     latents = vae.encode(sample).latent_dist.mean
@@ -159,8 +159,9 @@ def test_tiling_is_close_to_untiled_and_closer_with_larger_tiles():
         assert tiled_latents.shape == latents.shape and tiled_decoded.shape == decoded.shape
         assert not torch.equal(tiled_decoded, decoded)  # the tiled path really ran
         errors[tile] = (_relative_error(tiled_latents, latents), _relative_error(tiled_decoded, decoded))
-    # An untrained model on 4-latent-pixel tiles: the error is bounded, and shrinks as tiles get more context.
-    assert all(encode_error < 1.0 and decode_error < 0.5 for encode_error, decode_error in errors.values())
+    # An untrained model on 4-latent-pixel tiles, whose per-frame norm statistics come from the tile alone: the error
+    # is bounded, and shrinks as tiles get more context.
+    assert all(encode_error < 1.0 and decode_error < 1.0 for encode_error, decode_error in errors.values())
     assert errors[40][0] < errors[32][0] and errors[40][1] < errors[32][1]
     with pytest.raises(ValueError, match="multiple of 8"):
         vae.enable_tiling(tile_sample_min_height=20)
@@ -240,3 +241,26 @@ def test_real_clip_round_trip_on_a_crop():
     decoded = vae.decode(latents).sample
     assert decoded.shape == sample.shape
     assert torch.isfinite(latents).all() and torch.isfinite(decoded).all()
+
+
+def test_norm_ignores_an_offset_shared_by_all_pixels_of_a_frame():
+    # Regression: with a per-pixel RMSNorm over channels, an offset common to every pixel (which AdamW grows within a
+    # few steps on flat backgrounds) made every pixel normalise to the same vector, and the decoder output collapsed
+    # to a flat frame. A per-frame GroupNorm subtracts the offset (the part shared by the channels of a group).
+    torch.manual_seed(0)
+    norm = FrameGroupNorm(16)
+    hidden_states = torch.randn(2, 16, 3, 4, 4)
+    group_offset = 100.0 * torch.randn(2, norm.num_groups, 3, 1, 1)  # per clip, group and frame
+    offset = group_offset.repeat_interleave(16 // norm.num_groups, dim=1)
+    torch.testing.assert_close(norm(hidden_states + offset), norm(hidden_states), atol=1e-3, rtol=1e-3)
+    assert norm(hidden_states + offset).std(dim=(3, 4)).min() > 0.3  # the pixels stay distinct
+
+
+def test_norm_is_per_frame_and_keeps_one_pixel_frames_informative():
+    norm = FrameGroupNorm(16)
+    assert norm.num_groups == 4  # at least 4 channels per group
+    hidden_states = torch.randn(1, 16, 5, 1, 1)
+    changed = hidden_states.clone()
+    changed[:, :, 3:] *= 5.0
+    assert torch.equal(norm(hidden_states)[:, :, :3], norm(changed)[:, :, :3])  # later frames do not leak back
+    assert norm(hidden_states).std() > 0.5  # a 1x1 latent frame is not normalised to the bias
