@@ -123,7 +123,8 @@ class FrameGroupNorm(nn.Module):
     They do mix pixels: a per-pixel RMSNorm over channels (as in Wan) cannot remove a component shared by all pixels,
     and with AdamW at ``lr ~1e-3`` such a component grows within a few steps (on a flat background every weight of a
     filter moves the same way), until every pixel normalises to the same vector and the decoder emits a flat frame
-    it cannot recover from. Subtracting the per-frame spatial mean removes that component.
+    it cannot recover from. Per-frame statistics over pixels subtract the part of it shared by a group's channels and
+    scale by the spread across pixels, so pixels stay distinct. Spatial tiles use their own statistics.
 
     Input and output ``[B, C, F, H, W]``.
     """
@@ -142,7 +143,7 @@ class FrameGroupNorm(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         input_dtype = hidden_states.dtype
-        batch_size, num_channels, num_frames, height, width = hidden_states.shape
+        height, width = hidden_states.shape[-2:]
         grouped = rearrange(hidden_states.float(), "b (g c) f h w -> b f g (c h w)", g=self.num_groups)
         variance, mean = torch.var_mean(grouped, dim=-1, keepdim=True, correction=0)
         grouped = (grouped - mean) * torch.rsqrt(variance + self.eps)
@@ -615,7 +616,8 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
         """Encode / decode in overlapping spatial tiles blended with linear feathering.
 
         Sizes are in pixels and must be multiples of ``spatial_compression_ratio``; ``stride < tile`` gives an overlap
-        of ``tile - stride`` pixels. Inputs no larger than one tile are processed whole.
+        of ``tile - stride`` pixels. Inputs no larger than one tile are processed whole. Each tile's norm statistics
+        come from the tile alone, so larger tiles stay closer to whole-frame processing.
         """
         ratio = self.config.spatial_compression_ratio
         height = tile_sample_min_height or self.tile_sample_min_height
