@@ -233,7 +233,7 @@ def score_generated(item: SuiteItem, clip: GeneratedClip) -> tuple[dict[str, flo
     return score.metrics, details
 
 
-def _contact_strip(frames: np.ndarray, height: int = 96):
+def _contact_strip(frames: np.ndarray, height: int = 128):
     """First, middle and last frame side by side as a PIL image, upscaled (nearest) to about ``height`` pixels."""
     from PIL import Image
 
