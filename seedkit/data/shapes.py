@@ -816,18 +816,16 @@ def sample_scene(
     if background is None:
         background = tuple(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
     _check_choice("background", background, tuple(BACKGROUNDS))
-    for _ in range(MAX_SCENE_ATTEMPTS - 1):
+    for attempt in range(MAX_SCENE_ATTEMPTS):
         try:
             return _sample_scene_once(
                 rng, height, width, num_frames, fps, num_shots, min_objects, max_objects, sample_rate, background,
                 caption_split, min_visible_fraction,
             )
         except PlacementError:
-            continue  # crowded close-ups can be unplaceable: draw other objects
-    return _sample_scene_once(
-        rng, height, width, num_frames, fps, num_shots, min_objects, max_objects, sample_rate, background,
-        caption_split, min_visible_fraction,
-    )
+            if attempt == MAX_SCENE_ATTEMPTS - 1:
+                raise
+            # Crowded close-ups can be unplaceable: draw other objects.
 
 
 def _sample_scene_once(
