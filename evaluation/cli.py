@@ -2,6 +2,7 @@
 
     seedkit eval shapesbench --model DIR --out report_dir [--suite motion --suite multi_shot] [--limit 8]
     seedkit eval shapesbench --oracle --out report_dir      # the ground truth itself: must score about 1.0
+    seedkit eval shapesbench --reconstruct VAE_DIR --out d  # ground truth through a VAE: its model's ceiling
 
 The report directory receives ``report.json`` (per-metric means overall, per suite and per caption split, and one
 record per item including failures and their reasons), ``report.html`` (bar charts and a contact sheet) and the
@@ -21,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="seedkit model directory (diffusers layout, with model_index.json)")
     source.add_argument("--oracle", action="store_true", help="score ShapesWorld's own renders (sanity baseline)")
+    source.add_argument(
+        "--reconstruct",
+        metavar="VAE_DIR",
+        help="score ground truth encoded and decoded by this VAE: the ceiling it sets for any model on its latents",
+    )
     parser.add_argument("--out", required=True, help="report directory (report.json, report.html, samples/)")
     parser.add_argument("--suite", action="append", help="suite name (repeatable; default: every shapes_*.jsonl)")
     parser.add_argument("--limit", type=int, help="at most this many items per suite")
@@ -34,7 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluation.shapesbench.runner import PipelineGenerator, oracle_generate_fn, run_shapesbench
+    from evaluation.shapesbench.runner import (
+        PipelineGenerator,
+        VAEReconstructionGenerator,
+        oracle_generate_fn,
+        run_shapesbench,
+    )
     from evaluation.shapesbench.suites import SUITES, available_suites, load_suite
 
     if args.limit is not None and args.limit < 1:
@@ -54,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.oracle:
         generate_fn = oracle_generate_fn
         settings = {"model": "oracle (ShapesWorld ground truth)"}
+    elif args.reconstruct:
+        generate_fn = VAEReconstructionGenerator(args.reconstruct, args.device)
+        settings = {"model": f"ground truth reconstructed by the VAE in {args.reconstruct}"}
     else:
         generate_fn = PipelineGenerator(args.model, args.steps, args.guidance, args.device)
         settings = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}

@@ -89,6 +89,38 @@ def oracle_generate_fn(item: SuiteItem) -> GeneratedClip:
     return GeneratedClip(frames=clip.frames, audio=clip.audio, sample_rate=clip.sample_rate)
 
 
+class VAEReconstructionGenerator:
+    """``generate_fn`` that passes each item's ground truth through a video VAE (encode, then decode the mean).
+
+    Its scores are the ceiling the VAE puts on any generator built on its latents: a diffusion model can do no
+    better than the decoder renders a perfect latent. Run it before training a transformer on a new VAE.
+
+    Args:
+        vae_dir: a directory saved by ``CausalVideoAutoencoder.save_pretrained`` (or a pipeline's ``vae`` folder).
+        device: torch device; ``None`` picks CUDA when available, else the CPU.
+    """
+
+    def __init__(self, vae_dir: str | os.PathLike, device: str | None = None) -> None:
+        import torch
+
+        from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.vae = CausalVideoAutoencoder.from_pretrained(vae_dir).to(self.device).eval()
+
+    def __call__(self, item: SuiteItem) -> GeneratedClip:
+        import torch
+
+        truth = render_scene(item.truth())
+        video = torch.from_numpy(truth.frames).to(self.device).float().div(127.5).sub(1.0)
+        video = video.permute(3, 0, 1, 2).unsqueeze(0)  # [1, 3, F, H, W] in [-1, 1]
+        with torch.no_grad():
+            latents = self.vae.encode(video).latent_dist.mode()
+            reconstruction = self.vae.decode(latents).sample
+        frames = reconstruction[0].permute(1, 2, 3, 0).add(1.0).div(2.0).clamp(0.0, 1.0).cpu().numpy()
+        return GeneratedClip(frames=frames, audio=truth.audio, sample_rate=truth.sample_rate)
+
+
 class PipelineGenerator:
     """``generate_fn`` over a seedkit model directory: loads it once (lazily) and picks the pipeline by item task.
 

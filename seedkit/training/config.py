@@ -121,10 +121,17 @@ class RecipeConfig:
 @dataclass
 class VAELossConfig:
     l1_weight: float = 1.0
+    # Squared error weights large misses more than L1 does: a small object the decoder drops entirely costs more,
+    # which matters when objects cover a few percent of the pixels (L1's optimum there is the background).
+    mse_weight: float = 0.0
     kl_weight: float = 1e-6
     gradient_weight: float = 0.5  # L1 between spatial and temporal finite differences of input and reconstruction
     laplacian_weight: float = 0.5  # L1 between Laplacian pyramid levels (a weight-free perceptual proxy)
     laplacian_levels: int = 3
+    # Decode a sample of the posterior (a VAE) or its mean (an autoencoder with a KL-regularised mean). Early in
+    # training the posterior noise is as large as the code, so a small model learns to ignore the code; the mean
+    # gets object detail through from the first step.
+    sample_posterior: bool = True
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""Causal video VAE training: L1 + KL + weight-free perceptual terms, on ShapesWorld and real clips.
+"""Causal video VAE training: L1 / MSE + KL + weight-free perceptual terms, on ShapesWorld and real clips.
 
 The loss needs no downloaded network:
 
-* ``l1``: mean absolute pixel error;
+* ``l1``, ``mse``: mean absolute and mean squared pixel error;
 * ``kl``: KL of the diagonal Gaussian posterior to N(0, I), averaged per latent element;
 * ``gradient``: L1 between finite differences (height, width and, for videos, time) of input and reconstruction,
   which keeps edges sharp and motion consistent;
@@ -71,13 +71,14 @@ def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 class VAETrainingWrapper(nn.Module):
     """``forward(video, generator) -> (reconstruction, mean, logvar)`` so DDP / FSDP see one forward call."""
 
-    def __init__(self, vae: nn.Module) -> None:
+    def __init__(self, vae: nn.Module, sample_posterior: bool = True) -> None:
         super().__init__()
         self.vae = vae
+        self.sample_posterior = sample_posterior
 
     def forward(self, video: torch.Tensor, generator: torch.Generator | None = None):
         posterior = self.vae.encode(video).latent_dist
-        latents = posterior.sample(generator=generator)
+        latents = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
         reconstruction = self.vae.decode(latents).sample
         return reconstruction, posterior.mean, posterior.logvar
 
@@ -94,12 +95,14 @@ class VAEObjective:
         reconstruction = reconstruction.float()
         terms = {
             "l1": (reconstruction - video).abs().mean(),
+            "mse": (reconstruction - video).pow(2).mean(),
             "kl": kl_loss(mean.float(), logvar.float()),
             "gradient": gradient_loss(reconstruction, video),
             "laplacian": laplacian_loss(reconstruction, video, self.weights.laplacian_levels),
         }
         weights = {
             "l1": self.weights.l1_weight,
+            "mse": self.weights.mse_weight,
             "kl": self.weights.kl_weight,
             "gradient": self.weights.gradient_weight,
             "laplacian": self.weights.laplacian_weight,
@@ -156,7 +159,7 @@ def build_vae_trainer(config: VAERecipeConfig, accelerator=None) -> Trainer:
         config.train,
         config.optim,
         config.ema,
-        VAETrainingWrapper(build_vae_model(config)),
+        VAETrainingWrapper(build_vae_model(config), config.loss.sample_posterior),
         VAEObjective(config.loss),
         dataset,
         EpochKeyedBatchSampler(sampler),

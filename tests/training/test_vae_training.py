@@ -78,3 +78,22 @@ def test_vae_recipe_trains_and_exports(tmp_path):
     reloaded = CausalVideoAutoencoder.from_pretrained(path)
     for name, tensor in trainer.ema.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name.removeprefix("vae.")], tensor)
+
+
+def test_training_wrapper_decodes_the_posterior_mean_when_asked():
+    from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+    from seedkit.models.flavors import vae_config
+    from seedkit.training.vae_trainer import VAETrainingWrapper
+
+    torch.manual_seed(0)
+    vae = CausalVideoAutoencoder(**vae_config("debug")).eval()
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    expected = vae.decode(vae.encode(video).latent_dist.mode()).sample
+    deterministic = VAETrainingWrapper(vae, sample_posterior=False)
+    sampled = VAETrainingWrapper(vae, sample_posterior=True)
+    first = deterministic(video, torch.Generator().manual_seed(1))[0]
+    second = deterministic(video, torch.Generator().manual_seed(2))[0]
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, expected)
+    noisy = sampled(video, torch.Generator().manual_seed(1))[0]
+    assert (noisy - expected).abs().max() > 1e-3  # the default still samples
