@@ -140,8 +140,15 @@ def build_vae_model(config: VAERecipeConfig) -> nn.Module:
     from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
 
     if config.model.vae_path:
-        return CausalVideoAutoencoder.from_pretrained(config.model.vae_path)
-    return CausalVideoAutoencoder(**{**flavors.get(config.model.flavor).vae, **config.model.vae})
+        vae = CausalVideoAutoencoder.from_pretrained(config.model.vae_path)
+    elif config.model.freeze_vae_encoder:
+        raise ValueError("model.freeze_vae_encoder needs model.vae_path (the VAE whose encoder stays fixed)")
+    else:
+        vae = CausalVideoAutoencoder(**{**flavors.get(config.model.flavor).vae, **config.model.vae})
+    if config.model.freeze_vae_encoder:
+        # quant-free layout: the encoder alone produces the latent moments, so freezing it fixes every latent.
+        vae.encoder.requires_grad_(False)
+    return vae
 
 
 def build_vae_trainer(config: VAERecipeConfig, accelerator=None) -> Trainer:
@@ -170,23 +177,34 @@ def build_vae_trainer(config: VAERecipeConfig, accelerator=None) -> Trainer:
 
 
 @torch.no_grad()
+def measure_latent_statistics(vae: nn.Module, dataset: MixedVideoDataset, num_samples: int) -> tuple[float, float]:
+    """``(shift_factor, scaling_factor)`` that map posterior means of ``num_samples`` fixed samples to mean 0, std 1."""
+    rng = np.random.default_rng(12345)
+    latents = []
+    for index in rng.choice(len(dataset), size=min(num_samples, len(dataset)), replace=False).tolist():
+        video = dataset[(index, 10_000)]["video"].unsqueeze(0)
+        latents.append(vae.encode(video).latent_dist.mean.flatten())
+    flat = torch.cat(latents).double()
+    return float(flat.mean()), float(1.0 / flat.std())
+
+
+@torch.no_grad()
 def export_vae(trainer: Trainer, out_dir: str | Path, num_samples: int = 32, use_ema: bool = True) -> Path:
     """Save the (EMA) VAE with measured ``shift_factor`` / ``scaling_factor``; returns the ``vae`` directory."""
     out_dir = Path(out_dir)
-    state = trainer.ema.state_dict() if use_ema and trainer.ema is not None else trainer.model_state_dict()
+    # EMA tracks trainable parameters only; frozen ones (a fixed encoder) come from the model itself.
+    state = trainer.model_state_dict()
+    if use_ema and trainer.ema is not None:
+        state = {**state, **trainer.ema.state_dict()}
     if trainer.accelerator.is_main_process:
         vae = trainer.unwrapped_model.vae
         exported = type(vae).from_config(vae.config)
-        exported.load_state_dict({**exported.state_dict(), **{k.removeprefix("vae."): v for k, v in state.items()}})
+        exported.load_state_dict({k.removeprefix("vae."): v for k, v in state.items()})
         exported.eval()
-        dataset: MixedVideoDataset = trainer.dataset  # type: ignore[assignment]
-        rng = np.random.default_rng(12345)
-        latents = []
-        for index in rng.choice(len(dataset), size=min(num_samples, len(dataset)), replace=False).tolist():
-            video = dataset[(index, 10_000)]["video"].unsqueeze(0)
-            latents.append(exported.encode(video).latent_dist.mean.flatten())
-        flat = torch.cat(latents).double()
-        exported.register_to_config(shift_factor=float(flat.mean()), scaling_factor=float(1.0 / flat.std()))
+        # A fixed encoder keeps the latent statistics that cached latents were normalised with.
+        if any(parameter.requires_grad for parameter in vae.encoder.parameters()):
+            shift, scale = measure_latent_statistics(exported, trainer.dataset, num_samples)
+            exported.register_to_config(shift_factor=shift, scaling_factor=scale)
         exported.save_pretrained(out_dir / "vae", safe_serialization=True)
     trainer.accelerator.wait_for_everyone()
     return out_dir / "vae"

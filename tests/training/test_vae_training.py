@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from seedkit.data.datasets import collate_videos
@@ -40,8 +41,8 @@ def test_laplacian_pyramid_reconstructs_exactly():
     torch.testing.assert_close(reconstruction, images)
 
 
-def test_vae_recipe_trains_and_exports(tmp_path):
-    config = load_config(
+def small_vae_recipe(tmp_path, *extra: str) -> VAERecipeConfig:
+    return load_config(
         None,
         [
             f"train.output_dir={tmp_path}",
@@ -56,10 +57,14 @@ def test_vae_recipe_trains_and_exports(tmp_path):
             "data.sizes=[[5, 16, 16], [1, 16, 16]]",
             "data.samples_per_epoch=8",
             "data.real_fraction=0",
+            *extra,
         ],
         cls=VAERecipeConfig,
     )
-    trainer = build_vae_trainer(config)
+
+
+def test_vae_recipe_trains_and_exports(tmp_path):
+    trainer = build_vae_trainer(small_vae_recipe(tmp_path))
     probe = collate_videos([trainer.dataset[(index, 0)] for index in (0, 2)])  # two 5-frame clips
 
     def probe_loss() -> float:
@@ -97,3 +102,27 @@ def test_training_wrapper_decodes_the_posterior_mean_when_asked():
     torch.testing.assert_close(second, expected)
     noisy = sampled(video, torch.Generator().manual_seed(1))[0]
     assert (noisy - expected).abs().max() > 1e-3  # the default still samples
+
+
+def test_decoder_only_fine_tune_keeps_the_encoder_and_latent_statistics(tmp_path):
+    from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+    from seedkit.models.flavors import vae_config
+
+    torch.manual_seed(0)
+    base = CausalVideoAutoencoder(**vae_config("debug"))
+    base.register_to_config(shift_factor=0.25, scaling_factor=1.5)
+    base.save_pretrained(tmp_path / "base")
+    trainer = build_vae_trainer(
+        small_vae_recipe(tmp_path / "run", f"model.vae_path={tmp_path / 'base'}", "model.freeze_vae_encoder=true")
+    )
+    trainer.train()
+    tuned = CausalVideoAutoencoder.from_pretrained(export_vae(trainer, tmp_path / "final"))
+    assert (tuned.config.shift_factor, tuned.config.scaling_factor) == (0.25, 1.5)
+    for name, tensor in base.state_dict().items():
+        if name.startswith("encoder."):
+            torch.testing.assert_close(tuned.state_dict()[name], tensor)
+    changed = [name for name, tensor in base.decoder.state_dict().items()
+               if not torch.equal(tuned.decoder.state_dict()[name], tensor)]
+    assert changed  # the decoder trained
+    with pytest.raises(ValueError, match="vae_path"):
+        build_vae_trainer(small_vae_recipe(tmp_path / "bad", "model.freeze_vae_encoder=true"))
