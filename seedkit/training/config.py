@@ -127,6 +127,7 @@ class VAELossConfig:
     # Squared error weights large misses more than L1 does: a small object the decoder drops entirely costs more,
     # which matters when objects cover a few percent of the pixels (L1's optimum there is the background).
     mse_weight: float = 0.0
+    foreground_weight: float = 0.0  # L1 / MSE pixel weight 1 + this * |pixel - its frame's median| (mean over RGB)
     kl_weight: float = 1e-6
     gradient_weight: float = 0.5  # L1 between spatial and temporal finite differences of input and reconstruction
     laplacian_weight: float = 0.5  # L1 between Laplacian pyramid levels (a weight-free perceptual proxy)

@@ -126,3 +126,14 @@ def test_decoder_only_fine_tune_keeps_the_encoder_and_latent_statistics(tmp_path
     assert changed  # the decoder trained
     with pytest.raises(ValueError, match="vae_path"):
         build_vae_trainer(small_vae_recipe(tmp_path / "bad", "model.freeze_vae_encoder=true"))
+
+
+def test_foreground_weights_emphasise_pixels_off_the_backdrop():
+    from seedkit.training.vae_trainer import foreground_weights
+
+    video = torch.full((1, 3, 2, 8, 8), -0.5)
+    video[:, :, :, 2:4, 2:4] = 0.5  # a 2x2 object, colour distance 1.0 from the backdrop
+    weights = foreground_weights(video, 4.0)
+    assert weights.shape == (1, 1, 2, 8, 8)
+    assert torch.allclose(weights[..., 2:4, 2:4], torch.tensor(5.0)) and torch.allclose(weights[..., 0, 0], torch.tensor(1.0))
+    assert torch.equal(foreground_weights(video, 0.0), torch.ones(1, 1, 2, 8, 8))
