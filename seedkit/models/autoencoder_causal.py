@@ -370,6 +370,7 @@ class CausalEncoder3d(nn.Module):
         dropout: float,
         eps: float,
         temporal_padding_mode: str,
+        output_norm: bool = True,
     ) -> None:
         super().__init__()
         self.conv_in = CausalConv3d(in_channels, block_out_channels[0], 3, temporal_padding_mode=temporal_padding_mode)
@@ -389,7 +390,7 @@ class CausalEncoder3d(nn.Module):
                 )
             )
         self.mid_block = MidBlock3d(block_out_channels[-1], mid_attention, dropout, eps, temporal_padding_mode)
-        self.norm_out = FrameGroupNorm(block_out_channels[-1], eps=eps)
+        self.norm_out = FrameGroupNorm(block_out_channels[-1], eps=eps) if output_norm else nn.Identity()
         self.conv_out = CausalConv3d(
             block_out_channels[-1], out_channels, 3, temporal_padding_mode=temporal_padding_mode
         )
@@ -427,6 +428,7 @@ class CausalDecoder3d(nn.Module):
         dropout: float,
         eps: float,
         temporal_padding_mode: str,
+        output_norm: bool = True,
     ) -> None:
         super().__init__()
         reversed_channels = tuple(reversed(block_out_channels))
@@ -447,7 +449,7 @@ class CausalDecoder3d(nn.Module):
                     temporal_padding_mode=temporal_padding_mode,
                 )
             )
-        self.norm_out = FrameGroupNorm(reversed_channels[-1], eps=eps)
+        self.norm_out = FrameGroupNorm(reversed_channels[-1], eps=eps) if output_norm else nn.Identity()
         self.conv_out = CausalConv3d(
             reversed_channels[-1], out_channels, 3, temporal_padding_mode=temporal_padding_mode
         )
@@ -520,6 +522,11 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
             8 with four levels, or 16 (four levels plus a 2x2 patchify of the input).
         mid_attention: per-frame self-attention in the middle blocks; quadratic in latent pixels, skip for speed.
         temporal_padding_mode: how the first frame's past is padded, ``"replicate"`` or ``"zeros"``.
+        output_norm: normalise before the encoder's and decoder's output convolutions (as diffusers does). That
+            norm is the one layer no residual bypasses, and per-frame statistics remove each channel group's
+            amplitude there: on a flat backdrop with one small object, every object normalises to the same blob and
+            its colour is lost (measured on ShapesWorld: red, green and blue discs all decode as grey). ``False``
+            keeps amplitudes, for sparse synthetic scenes such as ShapesWorld.
         scaling_factor / shift_factor: latent normalisation for diffusion (``(z - shift) * scale``).
     """
 
@@ -540,6 +547,7 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
         dropout: float = 0.0,
         norm_eps: float = 1e-6,
         temporal_padding_mode: str = "replicate",
+        output_norm: bool = True,
         scaling_factor: float = 1.0,
         shift_factor: float = 0.0,
     ) -> None:
@@ -580,6 +588,7 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
             dropout,
             norm_eps,
             temporal_padding_mode,
+            output_norm,
         )
         self.decoder = CausalDecoder3d(
             latent_channels,
@@ -591,6 +600,7 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
             dropout,
             norm_eps,
             temporal_padding_mode,
+            output_norm,
         )
         for name, module in self.named_modules():
             if isinstance(module, (CausalConv3d, Downsample3d)):

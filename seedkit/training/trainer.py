@@ -361,7 +361,9 @@ class Trainer:
             set_model_state_dict(self.model, payload.tensors["model"], options=options)
         else:
             self.unwrapped_model.load_state_dict(payload.tensors["model"])
-        options = StateDictOptions(full_state_dict=self.accelerator.is_fsdp2)
+        # Not strict: a parameter that never received a gradient (the temporal layers of a VAE trained on images
+        # only) has no optimizer state to save, and a fresh optimizer has none for it either, so resume stays exact.
+        options = StateDictOptions(full_state_dict=self.accelerator.is_fsdp2, strict=False)
         set_optimizer_state_dict(
             self.unwrapped_model, self.optimizer.optimizer, payload.objects["optimizer"], options=options
         )

@@ -72,9 +72,11 @@ def test_causality_later_frames_do_not_change_earlier_latents(vae):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("padding_mode, first_chunk_frames", [("replicate", 1), ("zeros", 5)])
-def test_chunked_encode_and_decode_equal_whole_clip(padding_mode, first_chunk_frames):
-    vae = _debug_vae(temporal_padding_mode=padding_mode)
+@pytest.mark.parametrize(
+    "padding_mode, first_chunk_frames, output_norm", [("replicate", 1, True), ("zeros", 5, True), ("replicate", 1, False)]
+)
+def test_chunked_encode_and_decode_equal_whole_clip(padding_mode, first_chunk_frames, output_norm):
+    vae = _debug_vae(temporal_padding_mode=padding_mode, output_norm=output_norm)
     sample = _video(frames=13, height=8, width=8)
     whole_moments = vae.encode_chunk(sample)
     cache = CausalConvCache()
@@ -264,3 +266,10 @@ def test_norm_is_per_frame_and_keeps_one_pixel_frames_informative():
     changed[:, :, 3:] *= 5.0
     assert torch.equal(norm(hidden_states)[:, :, :3], norm(changed)[:, :, :3])  # later frames do not leak back
     assert norm(hidden_states).std() > 0.5  # a 1x1 latent frame is not normalised to the bias
+
+
+def test_output_norm_switch_removes_only_the_two_output_norms():
+    with_norm, without_norm = _debug_vae(), _debug_vae(output_norm=False)
+    removed = set(with_norm.state_dict()) - set(without_norm.state_dict())
+    assert removed == {f"{part}.norm_out.{kind}" for part in ("encoder", "decoder") for kind in ("weight", "bias")}
+    assert set(without_norm.state_dict()) < set(with_norm.state_dict())
