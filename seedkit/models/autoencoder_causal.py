@@ -522,11 +522,9 @@ class CausalVideoAutoencoder(ModelMixin, AutoencoderMixin, ConfigMixin):
             8 with four levels, or 16 (four levels plus a 2x2 patchify of the input).
         mid_attention: per-frame self-attention in the middle blocks; quadratic in latent pixels, skip for speed.
         temporal_padding_mode: how the first frame's past is padded, ``"replicate"`` or ``"zeros"``.
-        output_norm: normalise before the encoder's and decoder's output convolutions (as diffusers does). That
-            norm is the one layer no residual bypasses, and per-frame statistics remove each channel group's
-            amplitude there: on a flat backdrop with one small object, every object normalises to the same blob and
-            its colour is lost (measured on ShapesWorld: red, green and blue discs all decode as grey). ``False``
-            keeps amplitudes, for sparse synthetic scenes such as ShapesWorld.
+        output_norm: normalise before the encoder's and decoder's output convolutions (as diffusers does). It is
+            the one norm no residual bypasses, so its per-frame statistics decide what amplitude information reaches
+            the latent and the pixels; ``False`` hands the residual stream to the output convolutions unchanged.
         scaling_factor / shift_factor: latent normalisation for diffusion (``(z - shift) * scale``).
     """
 
