@@ -37,3 +37,14 @@ def test_generate_without_model_uses_the_default_for_t2v_t2i_and_i2v(tmp_path):
     assert main(["generate", "the blue square moves left", "--task", "i2v", "--image", str(image), "--out",
                  str(moved), "--frames", "5", "--height", "32", "--width", "48", *FAST]) == 0
     assert read_video(moved, with_audio=False).frames.shape == (5, 32, 48, 3)
+
+
+def test_default_vae_keeps_object_colour_and_size(tmp_path):
+    """The bundled VAE's ShapesBench ceiling (ground truth encoded and decoded): v0 scored 0.0 on every metric."""
+    from evaluation.shapesbench.runner import VAEReconstructionGenerator, run_shapesbench
+
+    generate = VAEReconstructionGenerator(DEFAULT_MODEL_DIR / "vae", device="cpu")
+    report = run_shapesbench(generate, "single_object", tmp_path, limit=8, progress=False, write_html=False)
+    metrics = report.summary["metrics"]
+    assert report.summary["failed"] == 0
+    assert metrics["color"] >= 0.75 and metrics["size"] >= 0.6, metrics
