@@ -111,14 +111,14 @@ class VAEReconstructionGenerator:
     def __call__(self, item: SuiteItem) -> GeneratedClip:
         import torch
 
+        from seedkit.data.video_io import frames_to_tensor, tensor_to_frames
+
         truth = render_scene(item.truth())
-        video = torch.from_numpy(truth.frames).to(self.device).float().div(127.5).sub(1.0)
-        video = video.permute(3, 0, 1, 2).unsqueeze(0)  # [1, 3, F, H, W] in [-1, 1]
+        video = frames_to_tensor(truth.frames).unsqueeze(0).to(self.device)  # [1, 3, F, H, W] in [-1, 1]
         with torch.no_grad():
             latents = self.vae.encode(video).latent_dist.mode()
             reconstruction = self.vae.decode(latents).sample
-        frames = reconstruction[0].permute(1, 2, 3, 0).add(1.0).div(2.0).clamp(0.0, 1.0).cpu().numpy()
-        return GeneratedClip(frames=frames, audio=truth.audio, sample_rate=truth.sample_rate)
+        return GeneratedClip(tensor_to_frames(reconstruction[0]), audio=truth.audio, sample_rate=truth.sample_rate)
 
 
 class PipelineGenerator:

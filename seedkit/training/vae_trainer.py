@@ -154,15 +154,14 @@ def build_vae_dataset(config: VAERecipeConfig) -> MixedVideoDataset:
 def build_vae_model(config: VAERecipeConfig) -> nn.Module:
     from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
 
+    if config.model.freeze_vae_encoder and not config.model.vae_path:
+        raise ValueError("model.freeze_vae_encoder needs model.vae_path (the VAE whose encoder stays fixed)")
     if config.model.vae_path:
         vae = CausalVideoAutoencoder.from_pretrained(config.model.vae_path)
-    elif config.model.freeze_vae_encoder:
-        raise ValueError("model.freeze_vae_encoder needs model.vae_path (the VAE whose encoder stays fixed)")
     else:
         vae = CausalVideoAutoencoder(**{**flavors.get(config.model.flavor).vae, **config.model.vae})
-    if config.model.freeze_vae_encoder:
-        # quant-free layout: the encoder alone produces the latent moments, so freezing it fixes every latent.
-        vae.encoder.requires_grad_(False)
+    # The encoder alone produces the latent moments (no quant conv), so freezing it fixes every latent.
+    vae.encoder.requires_grad_(not config.model.freeze_vae_encoder)
     return vae
 
 
