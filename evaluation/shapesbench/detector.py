@@ -71,9 +71,12 @@ class DetectorConfig:
     # Net displacement (px, and as a fraction of min(H, W)) below which an object is still.
     still_displacement_px: float = 1.0
     still_displacement_fraction: float = 0.03
-    # A displacement shorter than speed * (1 - bounce_tolerance) - bounce_tolerance_px marks a bounce.
+    # A displacement shorter than speed * (1 - bounce_tolerance) - bounce_tolerance_px marks a bounce...
     bounce_tolerance: float = 0.12
     bounce_tolerance_px: float = 0.15
+    # ...when, moving at its speed, the object gets within this many px of the wall it was heading for (objects
+    # reflect off the frame edges only; a generated object that stutters in the open has not bounced).
+    bounce_wall_px: float = 1.5
     # Cuts: a velocity change (px / frame, plus a fraction of the speed) that no wall reflection explains.
     cut_velocity_px: float = 1.0
     cut_velocity_fraction: float = 0.15
@@ -449,32 +452,50 @@ def fit_shape(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _axis_bounces(positions: np.ndarray, speed: float, config: DetectorConfig) -> list[float]:
+def _axis_bounces(
+    positions: np.ndarray, speed: float, config: DetectorConfig, wall_gaps: np.ndarray | None = None
+) -> list[float]:
     """Continuous contact times (frames from the first position) of reflections along one axis.
 
     ``positions`` ``[T]`` holds a coordinate per frame (NaN where unknown). Walking the frame intervals with the
     current direction ``sigma``: an interval whose displacement ``d`` is short of the speed (``sigma d < s - tol``)
     holds a reflection at fraction ``f = (1 + sigma d / s) / 2`` of it, after which the direction flips.
+    ``wall_gaps`` ``[T, 2]`` (px between the object and the low / high wall of the axis, per frame) limits
+    reflections to intervals in which the object reaches the wall ahead; without it any short interval counts.
     """
     steps = np.diff(positions)
     valid = np.isfinite(steps)
     if speed < config.still_speed or valid.sum() < 2:
         return []
     tolerance = config.bounce_tolerance * speed + config.bounce_tolerance_px
+
+    def reflects(interval: int, direction: float, heading: float) -> bool:
+        """Whether ``interval`` is short along ``direction`` and, moving along ``heading`` before it, the object
+        gets within ``bounce_wall_px`` of the wall ahead: a reflection at fraction ``f`` of the interval covers
+        ``f s`` towards the wall (from the first frame's gap) and ``(1 - f) s`` back (to the second frame's)."""
+        step = steps[interval]
+        if not valid[interval] or direction * step >= speed - tolerance:
+            return False
+        if wall_gaps is None:
+            return True
+        side = 1 if heading > 0 else 0
+        towards = (speed + heading * step) / 2.0
+        reach = (wall_gaps[interval, side] - towards, wall_gaps[interval + 1, side] - (speed - towards))
+        return bool(np.nanmin(reach, initial=np.inf) <= config.bounce_wall_px)
+
     full = valid & (np.abs(steps) > speed - tolerance)
     if not full.any():
         return []
     first_full = int(np.flatnonzero(full)[0])
-    # Direction before interval 0: walk back from the first full-speed interval, flipping at every short one.
+    # Direction before interval 0: walk back from the first full-speed interval, flipping at every reflection.
     sigma = float(np.sign(steps[first_full]))
     for interval in range(first_full - 1, -1, -1):
-        if valid[interval] and sigma * steps[interval] < speed - tolerance:
+        # Walking backwards, the wall ahead of the earlier motion is the one behind the later one.
+        if reflects(interval, sigma, -sigma):
             sigma = -sigma
     times = []
     for interval, step in enumerate(steps):
-        if not valid[interval]:
-            continue
-        if sigma * step < speed - tolerance:
+        if reflects(interval, sigma, sigma):
             fraction = float(np.clip((1.0 + sigma * step / speed) / 2.0, 0.0, 1.0))
             times.append(interval + fraction)
             sigma = -sigma
@@ -482,9 +503,13 @@ def _axis_bounces(positions: np.ndarray, speed: float, config: DetectorConfig) -
 
 
 def classify_motion(
-    track: np.ndarray, min_side: int, config: DetectorConfig
+    track: np.ndarray, min_side: int, config: DetectorConfig, wall_gaps: np.ndarray | None = None
 ) -> tuple[str, float, list[float]]:
-    """Motion class, speed (px / frame) and contact times (frames from the track start) of a ``[T, 2]`` track."""
+    """Motion class, speed (px / frame) and contact times (frames from the track start) of a ``[T, 2]`` track.
+
+    ``wall_gaps`` ``[T, 4]``: px between the object and the left, right, top and bottom frame edges per frame (inf
+    where unknown); when given, only intervals near the wall ahead can hold a reflection (see :func:`_axis_bounces`).
+    """
     finite = np.isfinite(track).all(axis=1)
     if finite.sum() < 2:
         return "still", 0.0, []
@@ -494,7 +519,8 @@ def classify_motion(
     speed = float(np.hypot(*axis_speeds))
     bounces: list[float] = []
     for axis in (0, 1):
-        bounces += _axis_bounces(track[:, axis], axis_speeds[axis], config)
+        axis_gaps = None if wall_gaps is None else wall_gaps[:, 2 * axis : 2 * axis + 2]
+        bounces += _axis_bounces(track[:, axis], axis_speeds[axis], config, axis_gaps)
     points = track[finite]
     displacement = points[-1] - points[0]
     threshold = max(config.still_displacement_px, config.still_displacement_fraction * min_side)
@@ -520,6 +546,28 @@ def _centroids(alpha: np.ndarray) -> np.ndarray:
     cy = (alpha.sum(axis=2) * np.arange(height)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.stack([cx / mass, cy / mass], axis=1).astype(np.float64)
+
+
+def _wall_gaps(support: np.ndarray, track: np.ndarray, radius: float, touching: np.ndarray) -> np.ndarray:
+    """``[T, 4]`` px between an object and the left, right, top and bottom frame edges (inf where not tracked).
+
+    The visible support's bounding box, exact for an object that touches nothing. Where another object may hide
+    part of it, also the track point plus the circumradius (never larger than the true gap), so a hidden side facing
+    a wall still counts as near it.
+    """
+    num_frames, height, width = support.shape
+    gaps = np.full((num_frames, 4), np.inf)
+    for frame in range(num_frames):
+        x, y = track[frame]
+        rows = np.flatnonzero(support[frame].any(axis=1))
+        columns = np.flatnonzero(support[frame].any(axis=0))
+        if not (np.isfinite(x) and np.isfinite(y)) or not rows.size:
+            continue
+        gaps[frame] = (columns[0], width - 1 - columns[-1], rows[0], height - 1 - rows[-1])
+        if touching[frame]:
+            around_track = (x - radius, width - 1 - x - radius, y - radius, height - 1 - y - radius)
+            gaps[frame] = np.minimum(gaps[frame], around_track)
+    return gaps
 
 
 def _largest_view(areas: np.ndarray, touching: np.ndarray) -> np.ndarray:
@@ -763,7 +811,7 @@ def _read_object(
                 track[frame] = (frame_fit[0].center_x, frame_fit[0].center_y)
         else:
             track[frame] = centers[frame]
-    motion, speed, contact_times = classify_motion(track, min_side, config)
+    motion, speed, contact_times = classify_motion(track, min_side, config, _wall_gaps(support, track, radius, touching))
     # A corner hit reflects both axes in one frame: ShapesWorld records (and sounds) it once.
     bounce_frames = sorted({start_frame + int(math.floor(time + 0.5)) for time in contact_times})
     return DetectedObject(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from evaluation.shapesbench.audio import detect_audio_events, detect_onsets
-from evaluation.shapesbench.detector import connected_components, detect_scene, fit_shape, render_coverage
+from evaluation.shapesbench.detector import DetectorConfig, connected_components, detect_scene, fit_shape, render_coverage
 from evaluation.shapesbench.validate import validate
 from seedkit.data.shapes import PALETTE, render_scene, scene_from_prompt_spec
 from seedkit.data.shapes_audio import tone
@@ -113,3 +113,46 @@ def test_bad_frames_raise_clear_errors():
         detect_scene(np.zeros((2, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match=r"\[F, H, W, 3\]"):
         detect_scene(np.zeros((8, 8, 3), np.uint8))
+
+
+def _stuttering_clip(motion: str) -> tuple[np.ndarray, np.ndarray]:
+    """A ShapesWorld clip with uneven per-frame steps (as a generator or a VAE makes them) and the even original.
+
+    Rendered at 17 frames and sampled at frames 0, 1, 4, 5, 8, 9, ...: the object moves one step, then three. The
+    first seed whose object stays at least 4 px from every edge: the stutter happens in the open.
+    """
+    spec = {"objects": [{"shape": "square", "color": "red", "size": "small", "motion": motion}], "background": "black"}
+    for seed in range(100):
+        frames = render_scene(scene_from_prompt_spec(spec, seed, num_frames=17)).frames
+        background = frames[0, 0, 0].astype(int)
+        rows, columns = np.nonzero((np.abs(frames.astype(int) - background).max(axis=3) > 10).any(axis=0))
+        if min(rows.min(), columns.min(), 63 - rows.max(), 63 - columns.max()) >= 4:
+            break
+    else:
+        raise AssertionError(f"no seed keeps a {motion} object away from the edges")
+    uneven = [index for start in range(0, 17, 4) for index in (start, start + 1) if index < 17]
+    return frames[uneven], frames[::2]
+
+
+@pytest.mark.parametrize("motion", ["left", "up", "right", "down"])
+def test_stutter_in_the_open_is_not_a_bounce(motion):
+    uneven, even = _stuttering_clip(motion)
+    assert detect_scene(even).objects_by_color(0)["red"].motion == motion
+    # One shot, as ShapesBench reads generated clips (shot starts from the prompt; uneven steps would read as cuts).
+    detected = detect_scene(uneven, shot_starts=[0]).objects_by_color(0)["red"]
+    assert (detected.motion, detected.bounce_frames) == (motion, [])
+    # Without the wall condition the slow steps read as reflections.
+    anywhere = DetectorConfig(bounce_wall_px=float("inf"))
+    assert detect_scene(uneven, shot_starts=[0], config=anywhere).objects_by_color(0)["red"].motion == "bouncing"
+
+
+def test_bounce_at_a_wall_is_still_found_when_the_clip_stutters():
+    spec = {"objects": [{"shape": "circle", "color": "blue", "size": "small", "motion": "bouncing"}], "background": "gray"}
+    for seed in range(40):
+        scene = scene_from_prompt_spec(spec, seed, num_frames=33)
+        if scene.shots[0].objects[0].bounce_frames:
+            break
+    frames = render_scene(scene).frames
+    detected = detect_scene(frames).objects_by_color(0)["blue"]
+    assert detected.motion == "bouncing"
+    assert detected.bounce_frames == scene.shots[0].objects[0].bounce_frames
