@@ -29,16 +29,27 @@ from .video_io import VIDEO_SUFFIXES, frames_to_tensor, read_video
 
 
 class LatentDataset(Dataset):
-    """Items of a latent cache: ``{"latents": [C, f, h, w], "text": [L, D], "pooled": [Dp]?}``."""
+    """Items of a latent cache: ``{"latents": [C, f, h, w], "text": [L, D], "pooled": [Dp]?}``.
 
-    def __init__(self, cache_dir: str | os.PathLike) -> None:
+    Indexed by ``index`` (the sample's first caption) or, through :class:`EpochKeyedBatchSampler`, by
+    ``(index, epoch)``: then a sample with several cached captions is shown with one drawn from
+    ``np.random.default_rng([seed, epoch, index])``, so wording varies by epoch and a resumed run sees the same.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, seed: int = 0) -> None:
         self.cache = LatentCache(cache_dir)
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.cache)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.cache.load(index)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        if not isinstance(key, tuple):
+            return self.cache.load(int(key))
+        index, epoch = int(key[0]), int(key[1])
+        count = self.cache.num_captions(index)
+        caption = int(np.random.default_rng([self.seed, epoch, index]).integers(count)) if count > 1 else 0
+        return self.cache.load(index, caption)
 
     def bucket_keys(self) -> list[tuple[int, int, int]]:
         """Latent ``(frames, height, width)`` of every item, for :class:`~seedkit.data.buckets.BucketBatchSampler`."""

@@ -5,9 +5,13 @@ The cache is a directory::
     cache_info.json            VAE scaling / shift factors, text encoder width, format version
     empty_prompt.safetensors   the empty prompt's embedding (text dropout for classifier-free guidance)
     shard-00000.safetensors    per sample: "<id>.latents" [C, f, h, w] (the posterior mean, un-normalised),
-                               "<id>.text" [L_i, D] (padding removed), "<id>.pooled" [Dp] (when the encoder pools)
+                               "<id>.text" [L_i, D] (padding removed), "<id>.pooled" [Dp] (when the encoder pools),
+                               and "<id>.text.<k>" / "<id>.pooled.<k>" for each extra caption k = 1, 2, ...
     manifest.jsonl             one ClipRecord per sample with media="latent", path = its shard, and
-                               metadata["latent_shape"] = [C, f, h, w]
+                               metadata["latent_shape"] = [C, f, h, w], metadata["num_captions"]
+
+Extra captions come from a clip record's ``metadata["extra_captions"]`` (ShapesWorld writes them with
+``captions_per_clip``); training draws one of a sample's captions per epoch (caption augmentation).
 
 Building is resumable: a shard is written under a temporary name and renamed, and only then are its records
 appended to the manifest, so an interrupted run re-encodes at most one shard's worth of samples and never leaves a
@@ -211,19 +215,26 @@ def _encode_group(
 ) -> None:
     pixels = torch.stack([item[1] for item in group]).to(device)
     latents = vae.encode(pixels).latent_dist.mean.float().cpu()
-    prompts = [record.caption or "" for record, _ in group]
-    embeddings = text_encoder.encode(prompts)
-    for row, (record, sample_pixels) in enumerate(group):
-        tensors[f"{record.id}.latents"] = latents[row].contiguous()
-        tensors.update(_text_tensors(f"{record.id}.", embeddings, row))
+    captions = [[record.caption or ""] + list(record.metadata.get("extra_captions", [])) for record, _ in group]
+    embeddings = text_encoder.encode([caption for clip_captions in captions for caption in clip_captions])
+    text_row = 0
+    for sample, ((record, sample_pixels), clip_captions) in enumerate(zip(group, captions)):
+        tensors[f"{record.id}.latents"] = latents[sample].contiguous()
+        for number in range(len(clip_captions)):
+            suffix = f".{number}" if number else ""
+            for name, tensor in _text_tensors("", embeddings, text_row).items():
+                tensors[f"{record.id}.{name}{suffix}"] = tensor
+            text_row += 1
         metadata = {
-            "latent_shape": list(latents[row].shape),
+            "latent_shape": list(latents[sample].shape),
+            "num_captions": len(clip_captions),
             "source_path": record.path,
             "source_media": record.media,
             "pixel_shape": list(sample_pixels.shape[1:]),
         }
-        if "scene" in record.metadata:
-            metadata["scene"] = record.metadata["scene"]
+        for key in ("scene", "extra_captions"):
+            if key in record.metadata:
+                metadata[key] = record.metadata[key]
         records.append(
             ClipRecord(
                 id=record.id,
@@ -259,14 +270,25 @@ class LatentCache:
     def latent_shape(self, index: int) -> tuple[int, int, int, int]:
         return tuple(self.manifest[index].metadata["latent_shape"])  # type: ignore[return-value]
 
-    def load(self, index: int) -> dict[str, torch.Tensor]:
-        """``latents`` normalised as ``(z - shift) * scale``, ``text`` ``[L, D]``, and ``pooled`` when cached."""
+    def num_captions(self, index: int) -> int:
+        return int(self.manifest[index].metadata.get("num_captions", 1))
+
+    def load(self, index: int, caption: int = 0) -> dict[str, torch.Tensor]:
+        """``latents`` normalised as ``(z - shift) * scale``, ``text`` ``[L, D]``, and ``pooled`` when cached.
+
+        ``caption`` picks which of the sample's cached captions ``text`` / ``pooled`` encode (0: ``record.caption``).
+        """
         record = self.manifest[index]
+        if not 0 <= caption < self.num_captions(index):
+            raise IndexError(f"sample {record.id} has {self.num_captions(index)} cached captions, asked for {caption}")
+        suffix = f".{caption}" if caption else ""
         path = self.manifest.resolve(record)
         with safe_open(str(path), framework="pt") as handle:
             keys = set(handle.keys())
-            item = {name: handle.get_tensor(f"{record.id}.{name}") for name in ("latents", "text", "pooled")
-                    if f"{record.id}.{name}" in keys}
+            item = {"latents": handle.get_tensor(f"{record.id}.latents")}
+            for name in ("text", "pooled"):
+                if f"{record.id}.{name}{suffix}" in keys:
+                    item[name] = handle.get_tensor(f"{record.id}.{name}{suffix}")
         item["latents"] = (item["latents"] - self.info.shift_factor) * self.info.scaling_factor
         return item
 

@@ -6,7 +6,9 @@ names every object's shape and colour unambiguously.
 
 Templates come in two disjoint sets: ``"train"`` (used to write datasets) and ``"heldout"`` (sentence structures
 and connectives never seen in training), so ShapesBench can test whether a model generalises to paraphrases.
-Synonym pools are shared by both sets.
+Synonym pools are shared by both sets. A third split, ``"augment"``, is the train set plus more sentence structures
+(still disjoint from the held-out ones): the extra captions a dataset can store per clip so a model sees each clip in
+several wordings, while ShapesBench's train-wording prompts keep using ``"train"`` alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     from seedkit.data.shapes import Scene, SceneObject
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "augment")
 
 # colour -> words naming it (the canonical name first); synonyms are used with probability COLOR_SYNONYM_PROBABILITY.
 COLOR_WORDS: dict[str, tuple[str, ...]] = {
@@ -98,6 +100,23 @@ IMAGE_TEMPLATES: dict[str, tuple[str, ...]] = {
         "{P}, pictured on {bg}.",
     ),
 }
+# Sentence structures only the "augment" split adds to the train ones.
+AUGMENT_VIDEO_TEMPLATES = (
+    "There is {P} on {bg}.",
+    "The clip shows {P} on {bg}.",
+    "{bg_color} background: {P}.",
+    "A short animation of {P} on {bg}.",
+    "{S} Behind them is {bg}.",
+    "{P} in front of {bg}.",
+)
+AUGMENT_IMAGE_TEMPLATES = (
+    "There is {P} on {bg}.",
+    "{bg_color} background: {P}.",
+    "A drawing of {P} on {bg}.",
+    "{P} in front of {bg}.",
+)
+VIDEO_TEMPLATES["augment"] = VIDEO_TEMPLATES["train"] + AUGMENT_VIDEO_TEMPLATES
+IMAGE_TEMPLATES["augment"] = IMAGE_TEMPLATES["train"] + AUGMENT_IMAGE_TEMPLATES
 # Later shots of a multi-shot clip: {framing} is a lead-in naming the camera framing.
 LATER_SHOT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "train": ("{framing}{P} on {bg}.", "{framing}on {bg}, {P}."),
@@ -115,6 +134,8 @@ SHOT_CONNECTIVES: dict[str, tuple[str, ...]] = {
     "train": ("Then, {shot}", "Next, {shot}", "Afterwards, {shot}"),
     "heldout": ("After a hard cut, {shot}", "The scene changes; {shot}", "Following that, {shot}"),
 }
+for _table in (LATER_SHOT_TEMPLATES, FRAMING_LEADS, SHOT_CONNECTIVES):
+    _table["augment"] = _table["train"]
 # Carried subjects: "the same red circle now moves up".
 SAME_SUBJECT_WORDS = ("the same",)
 
@@ -218,7 +239,7 @@ def caption_scene(scene: "Scene", rng: np.random.Generator, split: str = "train"
 
 
 def caption_for(scene: "Scene", rng: np.random.Generator, split: str = "train") -> str:
-    """A whole-clip caption of ``scene`` drawn from the ``split`` ("train" or "heldout") templates."""
+    """A whole-clip caption of ``scene`` drawn from the ``split`` ("train", "heldout" or "augment") templates."""
     return caption_scene(scene, rng, split)[0]
 
 

@@ -142,6 +142,7 @@ def write_shapes_dataset(
     fps: float = DEFAULT_FPS,
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     caption_split: str = "train",
+    captions_per_clip: int = 1,
     shard_size: int = 1000,
     num_workers: int = 0,
     progress: bool = True,
@@ -160,6 +161,9 @@ def write_shapes_dataset(
         image_fraction: share of samples that are images (F = 1), spread evenly; or give ``num_images``.
         caption_split: templates of ``record.caption``; the other split's caption goes to
             ``metadata["heldout_caption"]`` when ``caption_split == "train"``.
+        captions_per_clip: with more than one, ``metadata["extra_captions"]`` holds ``captions_per_clip - 1`` more
+            whole-clip captions in the ``"augment"`` wording (train templates plus more sentence structures, never
+            the held-out ones), for caption augmentation in training; clips and ``record.caption`` are unchanged.
         num_workers: processes that render and encode (0 or 1: this process); the output is the same either way.
     """
     frame_counts = _as_frame_counts(frames)
@@ -184,6 +188,8 @@ def write_shapes_dataset(
         raise ValueError(f"num_images must be between 0 and num_clips={num_clips}, got {num_images}")
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if captions_per_clip < 1:
+        raise ValueError(f"captions_per_clip must be >= 1 (the clip's own caption), got {captions_per_clip}")
 
     plan = _DatasetPlan(
         out_dir=str(out_dir),
@@ -200,6 +206,7 @@ def write_shapes_dataset(
         fps=fps,
         sample_rate=sample_rate,
         caption_split=caption_split,
+        captions_per_clip=captions_per_clip,
         shard_size=shard_size,
     )
     out_dir = Path(out_dir)
@@ -250,6 +257,7 @@ class _DatasetPlan:
     fps: float
     sample_rate: int
     caption_split: str
+    captions_per_clip: int
     shard_size: int
 
 
@@ -280,6 +288,9 @@ def _make_sample(plan: _DatasetPlan, index: int) -> ClipRecord:
     metadata = {"seed": [plan.seed, index]}
     if plan.caption_split == "train":
         metadata["heldout_caption"] = caption_for(scene, rng, "heldout")
+    # Drawn last, so the clip and its other captions are those of a dataset written without extra captions.
+    if plan.captions_per_clip > 1:
+        metadata["extra_captions"] = [caption_for(scene, rng, "augment") for _ in range(plan.captions_per_clip - 1)]
     clip_id = _clip_id(index)
     relative = f"shard-{index // plan.shard_size:05d}/{clip_id}.{'png' if is_image else 'mp4'}"
     write_clip(Path(plan.out_dir) / relative, render_scene(scene))

@@ -91,6 +91,9 @@ class DataConfig:
     image_fraction: float = 0.3  # ShapesWorld: share of single-frame samples
     multi_shot: float = 0.0  # ShapesWorld: share of multi-shot videos
     seed: int = 0  # ShapesWorld dataset seed
+    # ShapesWorld: captions written per clip (the first + extra "augment"-wording ones); the latent cache encodes
+    # them all and training draws one per sample and epoch.
+    captions_per_clip: int = 1
     buckets: list[list[int]] | None = None  # (F, H, W) pixel buckets clips are resized/cropped to before caching
     batching: str = "bucket"
     token_budget: int = 256

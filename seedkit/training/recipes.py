@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 
 from seedkit.data.buckets import BucketBatchSampler, BucketSet
-from seedkit.data.datasets import LatentDataset, collate_latents, collate_packed
+from seedkit.data.datasets import EpochKeyedBatchSampler, LatentDataset, collate_latents, collate_packed
 from seedkit.data.latent_cache import build_latent_cache
 from seedkit.data.manifest import Manifest
 from seedkit.data.packing import PackedBatchSampler
@@ -65,6 +65,7 @@ def prepare_clip_manifest(config: RecipeConfig) -> Path:
         sizes=[tuple(size) for size in data.sizes],
         multi_shot=data.multi_shot,
         image_fraction=data.image_fraction,
+        captions_per_clip=data.captions_per_clip,
     )
     return summary.manifest_path
 
@@ -111,11 +112,13 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     accelerator = accelerator or make_accelerator(config.train)
     seed_everything(config.train.seed)
     cache_dir = prepare_latent_cache(config, accelerator)
-    dataset = LatentDataset(cache_dir)
+    dataset = LatentDataset(cache_dir, seed=config.train.seed)
     transformer = build_transformer(config)
     sampler, collate = make_batch_sampler(
         config, dataset, transformer.config.patch_size, accelerator.num_processes, accelerator.process_index
     )
+    # (index, epoch) keys: samples with several cached captions show a different one each epoch.
+    sampler = EpochKeyedBatchSampler(sampler)
     objective = FlowMatchingObjective(
         config.task, dataset.empty_prompt(), transformer.config.condition_channels, transformer.config.patch_size
     )

@@ -117,3 +117,37 @@ def test_fit_to_bucket_and_bucketed_cache(tmp_path, shapes_manifest, components)
     build_latent_cache(shapes_manifest, vae, text_encoder, tmp_path, buckets=buckets, progress=False)
     shapes = {tuple(record.metadata["latent_shape"]) for record in LatentCache(tmp_path).manifest}
     assert shapes == {(8, 1, 2, 2), (8, 2, 2, 2)}
+
+
+def test_extra_captions_are_cached_and_drawn_per_epoch(tmp_path, components):
+    from seedkit.data.datasets import LatentDataset
+
+    vae, text_encoder = components
+    root = tmp_path / "shapes"
+    summary = write_shapes_dataset(root, num_clips=4, seed=0, frames=[5], sizes=[(16, 16)], captions_per_clip=3,
+                                   progress=False)
+    manifest = Manifest.read(summary.manifest_path)
+    # Extra captions leave the clips and their own captions as a dataset written without them.
+    plain = Manifest.read(write_shapes_dataset(tmp_path / "plain", num_clips=4, seed=0, frames=[5], sizes=[(16, 16)],
+                                               progress=False).manifest_path)
+    assert [r.caption for r in manifest] == [r.caption for r in plain]
+    assert all(len(record.metadata["extra_captions"]) == 2 for record in manifest)
+    build_latent_cache(manifest, vae, text_encoder, tmp_path / "cache", batch_size=2, progress=False)
+    cache = LatentCache(tmp_path / "cache")
+    by_id = {record.id: record for record in manifest}
+    for index, record in enumerate(cache.manifest):
+        captions = [by_id[record.id].caption] + by_id[record.id].metadata["extra_captions"]
+        assert cache.num_captions(index) == 3
+        for number, caption in enumerate(captions):
+            expected = text_encoder.encode([caption])
+            tokens = int(expected.attention_mask.sum())
+            torch.testing.assert_close(cache.load(index, number)["text"], expected.hidden_states[0, :tokens],
+                                       atol=1e-5, rtol=1e-5)
+        with pytest.raises(IndexError, match="3 cached captions"):
+            cache.load(index, 3)
+    dataset = LatentDataset(tmp_path / "cache", seed=5)
+    torch.testing.assert_close(dataset[0]["text"], cache.load(0, 0)["text"])
+    drawn = [dataset[(0, epoch)]["text"] for epoch in range(12)]
+    assert len({tuple(text.shape) + (float(text.sum()),) for text in drawn}) > 1  # wording changes across epochs
+    torch.testing.assert_close(dataset[(0, 7)]["text"], drawn[7])  # and is the same when asked again (resume)
+    torch.testing.assert_close(dataset[(0, 7)]["latents"], dataset[0]["latents"])

@@ -25,7 +25,7 @@ def _motion_words(motion: str) -> tuple[str, ...]:
     return participles + present
 
 
-@pytest.mark.parametrize("split", ["train", "heldout"])
+@pytest.mark.parametrize("split", ["train", "heldout", "augment"])
 def test_captions_name_every_object_colour_shape_size_motion_and_background(split):
     for seed in range(40):
         num_frames = 1 if seed % 5 == 0 else 17
@@ -78,13 +78,16 @@ def test_heldout_templates_never_produce_a_train_caption():
         scene = scene_from_prompt_spec(spec_used, 0, 32, 32, num_frames)
         train = {caption_for(scene, np.random.default_rng(seed), "train") for seed in range(200)}
         heldout = {caption_for(scene, np.random.default_rng(seed), "heldout") for seed in range(200)}
+        augment = {caption_for(scene, np.random.default_rng(seed), "augment") for seed in range(400)}
         assert len(train) > 10 and len(heldout) > 10
         assert not train & heldout
+        # The augment split adds sentence structures to the train ones, none of them held out.
+        assert not augment & heldout and len(augment - train) > 10 and train & augment
         # Sentence frames differ, not just synonyms: strip the content words and compare the skeletons.
         def skeleton(text):
             return re.sub(r"\b(green|emerald|triangle|small|little|tiny|gray|grey|mid-gray|background|backdrop)\b",
                           "_", text)
-        assert not {skeleton(c) for c in train} & {skeleton(c) for c in heldout}
+        assert not {skeleton(c) for c in train | augment} & {skeleton(c) for c in heldout}
     with pytest.raises(ValueError, match="valid splits"):
         caption_for(scene, np.random.default_rng(0), "test")
 
