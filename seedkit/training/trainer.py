@@ -157,6 +157,7 @@ class Trainer:
         self.batch_sampler = batch_sampler
         self.collate_fn = collate_fn
         self.state = TrainState()
+        self.run_config = dict(run_config or {})
         self.losses: list[float] = []  # mean loss of every attempted step, in order (used by the resume tests)
         self.checkpoint_root = Path(config.output_dir) / "checkpoints"
 
@@ -326,6 +327,7 @@ class Trainer:
                 "trainer_state": asdict(self.state),
                 "scheduler": _jsonable(self.scheduler.state_dict()),
                 "rng_values": rng_values,
+                "run_config": _jsonable(self.run_config),
             },
             rank_local={"rng", "rng_values"},
         )
@@ -344,12 +346,36 @@ class Trainer:
             barrier=self.accelerator.wait_for_everyone,
         )
 
+    def _check_run_config(self, path: Path, saved: dict[str, Any] | None) -> None:
+        """Refuse a checkpoint written with other ``model.*`` settings; report other changed settings.
+
+        Weights of another model can have the same shapes (another VAE, another latent scale), so a re-used
+        ``output_dir`` would otherwise continue the wrong model without a word. Data, optimiser and schedule
+        settings may change on purpose (a longer schedule, a new dataset) and are only listed.
+        """
+        if not saved or not self.run_config:  # checkpoints from before run configs were saved
+            return
+        keys = sorted(set(saved) | set(self.run_config))
+        changed = {key: (saved.get(key), self.run_config.get(key)) for key in keys
+                   if saved.get(key) != self.run_config.get(key)}
+        model_changes = {key: values for key, values in changed.items() if key.startswith("model.")}
+        if model_changes:
+            listing = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in model_changes.items())
+            raise ValueError(
+                f"{path} was written by a run with other model settings ({listing}); resume with the same model "
+                f"settings, or use another train.output_dir to start a new run"
+            )
+        if changed and self.accelerator.is_main_process:
+            listing = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            tqdm.write(f"resuming {path} with changed settings: {listing}")
+
     def resume(self) -> Path | None:
         """Load the newest valid checkpoint, if any; returns its path."""
         found = load_latest_checkpoint(self.checkpoint_root, rank=self.accelerator.process_index)
         if found is None:
             return None
         path, payload = found
+        self._check_run_config(path, payload.json.get("run_config"))
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_model_state_dict,

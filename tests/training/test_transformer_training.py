@@ -123,3 +123,17 @@ def test_resolution_shift_draws_noisier_levels_for_longer_sequences():
     only_small, _, _ = objective._draws([small] * 32, torch.Generator().manual_seed(0), "cpu")
     only_large, _, _ = objective._draws([large] * 32, torch.Generator().manual_seed(0), "cpu")
     assert torch.equal(mixed, torch.cat([only_small[:16], only_large[16:]]))  # each sample gets its own shift
+
+
+def test_resume_refuses_a_checkpoint_of_other_model_settings(tmp_path, data_dirs, capsys):
+    first = build_transformer_trainer(recipe(tmp_path, data_dirs))
+    first.train(stop_at_step=2)
+    # Same weight shapes, another latent scale: continuing would silently train the wrong model.
+    other_vae = recipe(tmp_path, data_dirs, "model.vae={scaling_factor: 3.0}", f"data.cache_dir={tmp_path / 'cache'}")
+    with pytest.raises(ValueError, match=r"model\.vae.*another train\.output_dir"):
+        build_transformer_trainer(other_vae).train()
+    # A longer schedule is a change made on purpose: it resumes and says what changed.
+    longer = build_transformer_trainer(recipe(tmp_path, data_dirs, "train.max_steps=5"))
+    longer.train()
+    assert longer.state.step == 5 and len(longer.losses) == 3
+    assert "train.max_steps 4 -> 5" in capsys.readouterr().out
