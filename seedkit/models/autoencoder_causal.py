@@ -104,6 +104,8 @@ class CausalConv3d(nn.Conv3d):
     def forward(self, hidden_states: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
         if self.temporal_padding > 0:
             past_frames = cache.get(self.cache_key) if cache is not None else None
+            if past_frames is None and hidden_states.shape[2] == 1:
+                return self._single_frame(hidden_states, cache)
             if past_frames is None:
                 first_frame = hidden_states[:, :, :1]
                 if self.temporal_padding_mode == "replicate":
@@ -114,6 +116,24 @@ class CausalConv3d(nn.Conv3d):
             if cache is not None:
                 cache.update(self.cache_key, hidden_states[:, :, -self.temporal_padding :])
         return super().forward(hidden_states)
+
+    def _single_frame(self, frame: torch.Tensor, cache: CausalConvCache | None) -> torch.Tensor:
+        """A lone frame (an image, or a clip's first chunk of one frame) as one 2D convolution.
+
+        Its padded past is the frame itself (replicate) or zeros, so the temporal taps see one image: the 3D
+        convolution equals a 2D one with the taps summed (replicate) or the last tap alone (zeros), in a third of
+        the work for a 3-frame kernel. Gradients reach every tap as they would through the 3D convolution.
+        """
+        if self.temporal_padding_mode == "replicate":
+            weight = self.weight.sum(dim=2)
+            past_frames = frame.expand(-1, -1, self.temporal_padding, -1, -1)
+        else:
+            weight = self.weight[:, :, -1]
+            past_frames = torch.zeros_like(frame).expand(-1, -1, self.temporal_padding, -1, -1)
+        if cache is not None:
+            cache.update(self.cache_key, torch.cat([past_frames, frame], dim=2)[:, :, -self.temporal_padding :])
+        output = F.conv2d(frame[:, :, 0], weight, self.bias, stride=self.stride[1:], padding=self.padding[1:])
+        return output.unsqueeze(2)
 
 
 class FrameGroupNorm(nn.Module):

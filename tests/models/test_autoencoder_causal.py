@@ -273,3 +273,26 @@ def test_output_norm_switch_removes_only_the_two_output_norms():
     removed = set(with_norm.state_dict()) - set(without_norm.state_dict())
     assert removed == {f"{part}.norm_out.{kind}" for part in ("encoder", "decoder") for kind in ("weight", "bias")}
     assert set(without_norm.state_dict()) < set(with_norm.state_dict())
+
+
+@pytest.mark.parametrize("padding_mode", ["replicate", "zeros"])
+def test_single_frame_2d_path_equals_the_3d_convolution(padding_mode):
+    from seedkit.models.autoencoder_causal import CausalConv3d
+
+    torch.manual_seed(0)
+    conv = CausalConv3d(4, 6, 3, spatial_stride=2, temporal_padding_mode=padding_mode)
+    frame = torch.randn(2, 4, 1, 10, 10, requires_grad=True)
+    fast = conv(frame)
+    # The 3D convolution over the padded past the fast path stands for.
+    past = frame.expand(-1, -1, 2, -1, -1) if padding_mode == "replicate" else torch.zeros(2, 4, 2, 10, 10)
+    reference = torch.nn.Conv3d.forward(conv, torch.cat([past, frame], dim=2))
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+    fast_grads = torch.autograd.grad(fast.square().sum(), [frame, conv.weight, conv.bias])
+    reference_grads = torch.autograd.grad(reference.square().sum(), [frame, conv.weight, conv.bias])
+    for fast_grad, reference_grad in zip(fast_grads, reference_grads):
+        torch.testing.assert_close(fast_grad, reference_grad, atol=1e-4, rtol=1e-4)
+    # A one-frame first chunk leaves the same cache for the next chunk as the 3D path.
+    cache = CausalConvCache()
+    conv.cache_key = "conv"
+    conv(frame.detach(), cache)
+    torch.testing.assert_close(cache.get("conv"), torch.cat([past, frame], dim=2)[:, :, -2:].detach())
