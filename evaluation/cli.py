@@ -28,7 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score ground truth encoded and decoded by this VAE: the ceiling it sets for any model on its latents",
     )
     parser.add_argument("--out", required=True, help="report directory (report.json, report.html, samples/)")
-    parser.add_argument("--suite", action="append", help="suite name (repeatable; default: every shapes_*.jsonl)")
+    parser.add_argument(
+        "--suite",
+        action="append",
+        help="suite name, or a suite .jsonl file such as a larger one from `python -m evaluation.shapesbench.suites "
+        "--items N --out DIR` (repeatable; default: every bundled shapes_*.jsonl)",
+    )
     parser.add_argument("--limit", type=int, help="at most this many items per suite")
     parser.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50)")
     parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
@@ -51,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit must be >= 1, got {args.limit}")
     names = args.suite or available_suites()
-    unknown = [name for name in names if name.removeprefix("shapes_") not in available_suites()]
+    unknown = [
+        name for name in names
+        if not name.endswith(".jsonl") and name.removeprefix("shapes_") not in available_suites()
+    ]
     if unknown:
         raise SystemExit(f"unknown suite(s) {unknown}; valid suites: {', '.join(available_suites() or SUITES)}")
     items = []

@@ -94,6 +94,14 @@ def test_cli_oracle(tmp_path, capsys):
     assert data["settings"]["height"] == 40
     with pytest.raises(SystemExit):
         main(["eval", "shapesbench", "--out", str(tmp_path)])  # neither --model nor --oracle
+    # A suite file written elsewhere (a larger suite, for less noisy model selection) runs by path.
+    from evaluation.shapesbench.suites import build_suite, suite_path, write_suite
+
+    path = write_suite(build_suite("single_object", 3, 32, 32, base_seed=1), suite_path("single_object", tmp_path / "dev"))
+    assert main(["eval", "shapesbench", "--oracle", "--out", str(tmp_path / "dev_report"), "--suite", str(path),
+                 "--no-progress"]) == 0
+    data = json.loads((tmp_path / "dev_report" / "report.json").read_text())
+    assert data["summary"]["items"] == 3 and data["summary"]["metrics"]["color"] == 1.0
 
 
 def test_pipeline_generator_runs_a_saved_seedkit_model(tmp_path):
