@@ -158,6 +158,14 @@ class ShapesVideoDataset(Dataset):
         return {"video": frames_to_tensor(clip.frames), "caption": scene.caption}
 
 
+def shared_videos_dir() -> Path | None:
+    """The project's real test clips: ``$SEEDKIT_SHARED_VIDEOS``, else ``<repo>/../shared/data/videos``; None if absent."""
+    if env := os.environ.get("SEEDKIT_SHARED_VIDEOS"):
+        return Path(env) if Path(env).is_dir() else None
+    candidate = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"
+    return candidate if candidate.is_dir() else None
+
+
 def find_video_files(directory: str | os.PathLike) -> list[Path]:
     """Video files under ``directory`` (recursively), sorted."""
     return sorted(path for path in Path(directory).rglob("*") if path.suffix.lower() in VIDEO_SUFFIXES)

@@ -15,7 +15,6 @@ After training, :func:`export_vae` measures the latent mean / std on fresh sampl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from seedkit.data.buckets import BucketBatchSampler
-from seedkit.data.datasets import EpochKeyedBatchSampler, MixedVideoDataset, RealClipCrops, collate_videos
+from seedkit.data.datasets import EpochKeyedBatchSampler, MixedVideoDataset, RealClipCrops, collate_videos, shared_videos_dir
 from seedkit.models import flavors
 
 from .config import VAELossConfig, VAERecipeConfig, to_flat_dict
@@ -131,18 +130,10 @@ class VAEObjective:
         return StepOutput(loss=loss, logs=logs, num_samples=video.shape[0], num_tokens=video[:, 0].numel())
 
 
-def default_real_videos_dir() -> Path | None:
-    """``$SEEDKIT_SHARED_VIDEOS`` or ``<repo>/../shared/data/videos`` when it exists."""
-    if env := os.environ.get("SEEDKIT_SHARED_VIDEOS"):
-        return Path(env) if Path(env).is_dir() else None
-    candidate = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"
-    return candidate if candidate.is_dir() else None
-
-
 def build_vae_dataset(config: VAERecipeConfig) -> MixedVideoDataset:
     data = config.data
     real = None
-    directory = default_real_videos_dir() if data.real_videos_dir == "auto" else data.real_videos_dir
+    directory = shared_videos_dir() if data.real_videos_dir == "auto" else data.real_videos_dir
     if directory and data.real_fraction > 0:
         largest = max(max(size[1], size[2]) for size in data.sizes)
         real = RealClipCrops(directory, short_side=max(2 * largest, 64), max_frames=data.real_max_frames)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,14 +17,6 @@ from seedkit.data.datasets import (
     collate_videos,
     pad_text,
 )
-
-
-def shared_videos() -> Path:
-    env = os.environ.get("SEEDKIT_SHARED_VIDEOS")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"
-    if not path.is_dir():
-        pytest.skip(f"real clips not found at {path}")
-    return path
 
 
 def test_shapes_dataset_is_a_pure_function_of_its_key():
@@ -68,8 +58,8 @@ def test_collate_latents_pads_text_and_rejects_mixed_shapes():
     assert padded.shape == (1, 1, 4) and mask.sum() == 0
 
 
-def test_real_clip_crops_from_shared_videos():
-    directory = shared_videos()
+def test_real_clip_crops_from_shared_videos(shared_videos):
+    directory = shared_videos
     crops = RealClipCrops(directory, short_side=32, max_frames=9)
     assert len(crops) >= 3, crops.failed
     import numpy as np

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -21,15 +20,6 @@ from data_pipelines.stages import ClipSample
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
-
-
-def _shared_videos() -> Path | None:
-    candidates = [os.environ.get("SEEDKIT_SHARED_VIDEOS"),
-                  Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 def _tokenizer():
@@ -279,10 +269,8 @@ def test_acoustic_summary_measures_onsets_pitch_and_silence():
     assert describe_audio(np.zeros((1, rate), np.float32), rate) == "[acoustic summary] silent."
 
 
-def test_real_clip_audio_summary_and_caption(tiny_vlm_dir):
-    videos = _shared_videos()
-    if videos is None:
-        pytest.skip("shared real clips not available (set SEEDKIT_SHARED_VIDEOS)")
+def test_real_clip_audio_summary_and_caption(tiny_vlm_dir, shared_videos):
+    videos = shared_videos
     from seedkit.data.video_io import read_video
 
     decoded = read_video(videos / "sintel_example3.mp4", with_audio=True, max_frames=24)

@@ -4,7 +4,6 @@ analysis of long sources, frame-range and Parquet manifests, the CLI."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,12 +14,8 @@ from data_pipelines import cli as curate_cli
 from data_pipelines.config import CurateConfig, load_config
 from data_pipelines.pipeline import CurationRun, discover_sources
 from seedkit.data.manifest import Manifest
+from seedkit.data.datasets import shared_videos_dir
 from seedkit.data.video_io import read_video, write_video
-
-
-def shared_videos() -> Path | None:
-    root = Path(os.environ.get("SEEDKIT_SHARED_VIDEOS", Path(__file__).resolve().parents[3] / "shared" / "data" / "videos"))
-    return root if root.is_dir() else None
 
 
 def multi_shot_video(path: Path, seed: int, shot_frames=(24, 24, 24), fps: float = 12.0, audio: bool = False) -> Path:
@@ -98,7 +93,7 @@ def test_bad_inputs_are_recorded_not_fatal(tmp_path):
     shutil.copy(renamed, inputs / "webm_named.mp4")  # wrongly named: a WebM with an .mp4 suffix
     outside = multi_shot_video(tmp_path / "outside.mp4", seed=5)
     (inputs / "escape.mp4").symlink_to(outside)
-    shared = shared_videos()
+    shared = shared_videos_dir()  # optional: the bad-input cases below run without it
     if shared is not None:
         for name in ("failing_audio.mp4", "no_duration.webm", "psd/goldeneye-vfr-drop3.mp4"):
             shutil.copy(shared / name, inputs / Path(name).name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,6 @@ from data_pipelines.executors import LocalExecutor
 from data_pipelines.pipeline import CurationRun, SourceProcessor, SourceTask, discover_sources
 from seedkit.data.manifest import Manifest
 from seedkit.data.video_io import write_video
-
-
-def shared_videos() -> Path | None:
-    root = Path(os.environ.get("SEEDKIT_SHARED_VIDEOS", Path(__file__).resolve().parents[3] / "shared" / "data" / "videos"))
-    return root if root.is_dir() else None
 
 
 def multi_shot_video(path: Path, seed: int, shot_frames=(24, 24, 24), fps: float = 12.0, audio: bool = False) -> Path:

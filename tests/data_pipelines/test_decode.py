@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,13 +10,6 @@ import pytest
 
 from data_pipelines.decode import DecodeError, decode_audio, decode_video, decode_video_decord, probe_video
 from seedkit.data.video_io import write_video
-
-
-def shared_videos() -> Path:
-    root = Path(os.environ.get("SEEDKIT_SHARED_VIDEOS", Path(__file__).resolve().parents[3] / "shared" / "data" / "videos"))
-    if not root.is_dir():
-        pytest.skip(f"shared test videos not found at {root}")
-    return root
 
 
 def counting_frames(num_frames: int = 20, size: tuple[int, int] = (32, 24)) -> np.ndarray:
@@ -155,8 +147,8 @@ def test_decord_reader_matches_pyav(tmp_path):
     assert np.abs(decord.astype(int) - pyav.astype(int)).mean() < 3
 
 
-def test_shared_clips_probe_and_seek():
-    root = shared_videos()
+def test_shared_clips_probe_and_seek(shared_videos):
+    root = shared_videos
     counter = root / "psd" / "counter.mp4"
     full = decode_video(counter, size=64)
     assert len(full.frames) == 30

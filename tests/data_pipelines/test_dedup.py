@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,6 @@ from data_pipelines.dedup import (
     phash,
 )
 from data_pipelines.stages import ClipSample, DropClip
-
-
-def _shared_videos() -> Path | None:
-    candidates = [os.environ.get("SEEDKIT_SHARED_VIDEOS"),
-                  Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 def _clip(clip_id: str, frames: np.ndarray) -> ClipSample:
@@ -115,10 +105,8 @@ def _variant(frames: np.ndarray, directory: Path, scale: float, crop: float, crf
     return read_video(path, with_audio=False).frames
 
 
-def test_reencoded_resized_cropped_real_clips_are_found(tmp_path):
-    videos = _shared_videos()
-    if videos is None:
-        pytest.skip("shared real clips not available (set SEEDKIT_SHARED_VIDEOS)")
+def test_reencoded_resized_cropped_real_clips_are_found(tmp_path, shared_videos):
+    videos = shared_videos
     from seedkit.data.video_io import read_video
 
     sources = {"sintel": ("sintel_example3.mp4", 0), "bbb": ("bbb_0_30.webm", 120),

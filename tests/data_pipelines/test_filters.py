@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -27,15 +26,6 @@ from data_pipelines.filters import (
     to_grey,
 )
 from data_pipelines.stages import ClipSample, DropClip
-
-
-def _shared_videos() -> Path | None:
-    candidates = [os.environ.get("SEEDKIT_SHARED_VIDEOS"),
-                  Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
 
 
 def _clip(frames: np.ndarray, **metadata) -> ClipSample:
@@ -338,10 +328,8 @@ def test_aesthetic_head_rejects_broken_files(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_filters_on_real_clips():
-    videos = _shared_videos()
-    if videos is None:
-        pytest.skip("shared real clips not available (set SEEDKIT_SHARED_VIDEOS)")
+def test_filters_on_real_clips(shared_videos):
+    videos = shared_videos
     from seedkit.data.video_io import read_video
 
     # Sintel: a moving, sharp, normally exposed shot without text: every default filter keeps it.

