@@ -33,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     export_model(trainer, config, Path(config.train.output_dir) / "final")
     trainer.end()
     if trainer.accelerator.is_main_process:
-        # A run re-started at its last step only exports; it has no new loss to report.
-        loss = f"final loss {trainer.losses[-1]:.4f}" if trainer.losses else "no new steps"
-        print(f"done: {trainer.state.step} steps ({trainer.state.skipped_steps} skipped), {loss}; "
-              f"model in {Path(config.train.output_dir) / 'final'}")
+        print(f"done: {trainer.summary()}; model in {Path(config.train.output_dir) / 'final'}")
     return 0
 
 

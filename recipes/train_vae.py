@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     path = export_vae(trainer, Path(config.train.output_dir) / "final", use_ema=config.ema.enabled)
     trainer.end()
     if trainer.accelerator.is_main_process:
-        # A run re-started at its last step only exports; it has no new loss to report.
-        loss = f"final loss {trainer.losses[-1]:.4f}" if trainer.losses else "no new steps"
-        print(f"done: {trainer.state.step} steps ({trainer.state.skipped_steps} skipped), {loss}; VAE in {path}")
+        print(f"done: {trainer.summary()}; VAE in {path}")
     return 0
 
 

@@ -346,6 +346,12 @@ class Trainer:
             barrier=self.accelerator.wait_for_everyone,
         )
 
+    def summary(self) -> str:
+        """``"N steps (k skipped), final loss X"`` for the end of a run script."""
+        # A run re-started at its last step only exports; it has no new loss to report.
+        loss = f"final loss {self.losses[-1]:.4f}" if self.losses else "no new steps"
+        return f"{self.state.step} steps ({self.state.skipped_steps} skipped), {loss}"
+
     def _check_run_config(self, path: Path, saved: dict[str, Any] | None) -> None:
         """Refuse a checkpoint written with other ``model.*`` settings; report other changed settings.
 
