@@ -11,48 +11,14 @@ import numpy as np
 import pytest
 
 from data_pipelines import cli as curate_cli
-from data_pipelines.config import CurateConfig, load_config
+from data_pipelines.config import load_config
 from data_pipelines.pipeline import CurationRun, discover_sources
 from seedkit.data.manifest import Manifest
 from seedkit.data.datasets import shared_videos_dir
-from seedkit.data.video_io import read_video, write_video
+from seedkit.data.video_io import read_video
 
 
-def multi_shot_video(path: Path, seed: int, shot_frames=(24, 24, 24), fps: float = 12.0, audio: bool = False) -> Path:
-    """Shots of different coarse random patterns (distinct to perceptual hashes), each with a square moving across
-    it (64x48)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for length in shot_frames:
-        # A distinct palette per shot (so colour histograms see the cut) with a coarse pattern (so hashes differ).
-        base = rng.integers(60, 195, 3)
-        pattern = np.kron(base + rng.integers(-50, 50, (6, 8, 1)), np.ones((8, 8, 1))).clip(0, 255).astype(np.uint8)
-        for step in range(length):
-            frame = pattern.copy()
-            left = (step * 2) % 52
-            frame[16:28, left : left + 12] = 255
-            frames.append(frame)
-    sound = None
-    if audio:
-        time = np.arange(int(16000 * len(frames) / fps)) / 16000
-        sound = (0.3 * np.sin(2 * np.pi * 330 * time)).astype(np.float32)[None]
-    return write_video(path, np.stack(frames), fps=fps, audio=sound, sample_rate=16000 if audio else None)
-
-
-def small_config(**executor) -> CurateConfig:
-    return CurateConfig.from_dict(
-        {
-            "decode": {"analysis_size": 64},
-            "split": {"min_duration": 1.0, "max_duration": 4.0},
-            "filters": {},
-            "dedup": {"enabled": True},
-            "shard": {"output_size": 32},
-            "executor": {"workers": 2, "timeout": 120, **executor},
-        }
-    )
-
-
-def test_curate_writes_clips_manifest_and_summary(tmp_path):
+def test_curate_writes_clips_manifest_and_summary(tmp_path, multi_shot_video, small_config):
     inputs = tmp_path / "in"
     multi_shot_video(inputs / "a.mp4", seed=1, audio=True)
     multi_shot_video(inputs / "nested" / "b.mp4", seed=2)
@@ -81,7 +47,7 @@ def test_curate_writes_clips_manifest_and_summary(tmp_path):
     assert saved["clips_kept"] == 6 and saved["dropped"] == {"duplicate": 3}
 
 
-def test_bad_inputs_are_recorded_not_fatal(tmp_path):
+def test_bad_inputs_are_recorded_not_fatal(tmp_path, multi_shot_video, small_config):
     inputs = tmp_path / "in"
     good = multi_shot_video(inputs / "good.mp4", seed=3)
     data = good.read_bytes()
@@ -120,7 +86,7 @@ def test_bad_inputs_are_recorded_not_fatal(tmp_path):
     assert summary.failures.get("empty_file") == 1 and summary.failures.get("unsafe_path") == 1
 
 
-def test_list_and_manifest_inputs_reject_escaping_entries(tmp_path):
+def test_list_and_manifest_inputs_reject_escaping_entries(tmp_path, multi_shot_video):
     root = tmp_path / "root"
     multi_shot_video(root / "ok.mp4", seed=6)
     outside = multi_shot_video(tmp_path / "outside.mp4", seed=7)
@@ -143,7 +109,7 @@ def test_list_and_manifest_inputs_reject_escaping_entries(tmp_path):
         }
 
 
-def test_ranges_mode_and_parquet_manifest(tmp_path):
+def test_ranges_mode_and_parquet_manifest(tmp_path, multi_shot_video, small_config):
     pytest.importorskip("pyarrow")
     inputs = tmp_path / "in"
     multi_shot_video(inputs / "a.mp4", seed=50)
@@ -159,7 +125,7 @@ def test_ranges_mode_and_parquet_manifest(tmp_path):
     assert all(manifest.resolve(r) == (inputs / "a.mp4").resolve() for r in manifest)
 
 
-def test_cli_with_yaml_config(tmp_path, capsys):
+def test_cli_with_yaml_config(tmp_path, capsys, multi_shot_video):
     inputs = tmp_path / "in"
     multi_shot_video(inputs / "a.mp4", seed=60)
     config_path = tmp_path / "curate.yaml"
@@ -182,7 +148,7 @@ def test_cli_with_yaml_config(tmp_path, capsys):
         load_config(bad)
 
 
-def test_streaming_analysis_of_long_sources_gives_the_same_clips(tmp_path):
+def test_streaming_analysis_of_long_sources_gives_the_same_clips(tmp_path, multi_shot_video, small_config):
     inputs = tmp_path / "in"
     multi_shot_video(inputs / "a.mp4", seed=70, shot_frames=(30, 30, 30))
     in_memory = small_config()
@@ -202,7 +168,7 @@ def test_streaming_analysis_of_long_sources_gives_the_same_clips(tmp_path):
         assert record.scores["brightness"] == pytest.approx(recorded["memory"][clip_id].scores["brightness"], rel=0.05)
 
 
-def test_decord_reader_writes_the_same_clips(tmp_path):
+def test_decord_reader_writes_the_same_clips(tmp_path, multi_shot_video, small_config):
     pytest.importorskip("decord")
     inputs = tmp_path / "in"
     multi_shot_video(inputs / "a.mp4", seed=80, shot_frames=(24,))

@@ -3,52 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 
-from data_pipelines.config import CurateConfig
 from data_pipelines.executors import LocalExecutor
 from data_pipelines.pipeline import CurationRun, SourceProcessor, SourceTask, discover_sources
 from seedkit.data.manifest import Manifest
-from seedkit.data.video_io import write_video
 
 
-def multi_shot_video(path: Path, seed: int, shot_frames=(24, 24, 24), fps: float = 12.0, audio: bool = False) -> Path:
-    """Shots of different coarse random patterns (distinct to perceptual hashes), each with a square moving across
-    it (64x48)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for length in shot_frames:
-        # A distinct palette per shot (so colour histograms see the cut) with a coarse pattern (so hashes differ).
-        base = rng.integers(60, 195, 3)
-        pattern = np.kron(base + rng.integers(-50, 50, (6, 8, 1)), np.ones((8, 8, 1))).clip(0, 255).astype(np.uint8)
-        for step in range(length):
-            frame = pattern.copy()
-            left = (step * 2) % 52
-            frame[16:28, left : left + 12] = 255
-            frames.append(frame)
-    sound = None
-    if audio:
-        time = np.arange(int(16000 * len(frames) / fps)) / 16000
-        sound = (0.3 * np.sin(2 * np.pi * 330 * time)).astype(np.float32)[None]
-    return write_video(path, np.stack(frames), fps=fps, audio=sound, sample_rate=16000 if audio else None)
-
-
-def small_config(**executor) -> CurateConfig:
-    return CurateConfig.from_dict(
-        {
-            "decode": {"analysis_size": 64},
-            "split": {"min_duration": 1.0, "max_duration": 4.0},
-            "filters": {},
-            "dedup": {"enabled": True},
-            "shard": {"output_size": 32},
-            "executor": {"workers": 2, "timeout": 120, **executor},
-        }
-    )
-
-
-def test_crashing_and_hanging_workers_are_replaced_and_the_run_goes_on(tmp_path):
+def test_crashing_and_hanging_workers_are_replaced_and_the_run_goes_on(tmp_path, multi_shot_video, small_config):
     inputs = tmp_path / "in"
     for index, name in enumerate(["a_ok", "b_crash", "c_ok", "d_hang", "e_ok", "f_ok"]):
         multi_shot_video(inputs / f"{name}.mp4", seed=10 + index, shot_frames=(24,))
@@ -62,7 +24,7 @@ def test_crashing_and_hanging_workers_are_replaced_and_the_run_goes_on(tmp_path)
     assert summary.clips_kept == 4  # one clip from each healthy file, including those after the crash and the hang
 
 
-def test_executor_returns_decode_failures_as_results_not_crashes(tmp_path):
+def test_executor_returns_decode_failures_as_results_not_crashes(tmp_path, multi_shot_video, small_config):
     good = multi_shot_video(tmp_path / "in" / "good.mp4", seed=20, shot_frames=(24,))
     (tmp_path / "in" / "bad.mp4").write_bytes(b"garbage" * 100)
     sources, _, _ = discover_sources(tmp_path / "in")
@@ -76,7 +38,7 @@ def test_executor_returns_decode_failures_as_results_not_crashes(tmp_path):
     assert good.exists()
 
 
-def test_resume_skips_done_sources_and_never_duplicates_records(tmp_path):
+def test_resume_skips_done_sources_and_never_duplicates_records(tmp_path, multi_shot_video, small_config):
     inputs = tmp_path / "in"
     names = [f"v{index}.mp4" for index in range(4)]
     for index, name in enumerate(names):
@@ -102,7 +64,7 @@ def test_resume_skips_done_sources_and_never_duplicates_records(tmp_path):
     assert third.processed_this_run == 0 and third.skipped_already_done == 4 and third.clips_kept == 8
 
 
-def test_failed_sources_are_retried_only_when_asked(tmp_path):
+def test_failed_sources_are_retried_only_when_asked(tmp_path, multi_shot_video, small_config):
     inputs = tmp_path / "in"
     multi_shot_video(inputs / "flaky.mp4", seed=40, shot_frames=(24,))
     config = small_config(debug_crash_on=["flaky"])
