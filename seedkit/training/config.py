@@ -139,6 +139,11 @@ class VAELossConfig:
     # training the posterior noise is as large as the code, so a small model learns to ignore the code; the mean
     # gets object detail through from the first step.
     sample_posterior: bool = True
+    # Largest std of Gaussian noise added to the latents before decoding (per sample, uniform in [0, this]), in the
+    # transformer's normalised latent units. A generator's latents are never exact; a decoder that only ever saw
+    # encoder outputs turns their small errors into specks of colour. For decoder fine-tunes of a VAE whose
+    # scaling_factor has been measured (with a frozen encoder the latent space, and so the cache, stays valid).
+    decoder_noise: float = 0.0
 
 
 @dataclass

@@ -81,18 +81,37 @@ def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 class VAETrainingWrapper(nn.Module):
-    """``forward(video, generator) -> (reconstruction, mean, logvar)`` so DDP / FSDP see one forward call."""
+    """``forward(video, generator) -> (reconstruction, mean, logvar)`` so DDP / FSDP see one forward call.
 
-    def __init__(self, vae: nn.Module, sample_posterior: bool = True) -> None:
+    Args:
+        vae: the :class:`~seedkit.models.autoencoder_causal.CausalVideoAutoencoder` being trained.
+        sample_posterior: decode a posterior sample (True) or its mean.
+        decoder_noise: in training mode, add ``N(0, s^2)`` to the latents before decoding, ``s ~ U(0, decoder_noise)``
+            per sample, in normalised latent units (``decoder_noise / scaling_factor`` in the VAE's own units).
+    """
+
+    def __init__(self, vae: nn.Module, sample_posterior: bool = True, decoder_noise: float = 0.0) -> None:
         super().__init__()
+        if decoder_noise < 0:
+            raise ValueError(f"decoder_noise is a standard deviation and must be >= 0, got {decoder_noise}")
         self.vae = vae
         self.sample_posterior = sample_posterior
+        self.decoder_noise = decoder_noise
 
     def forward(self, video: torch.Tensor, generator: torch.Generator | None = None):
         posterior = self.vae.encode(video).latent_dist
         latents = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
+        if self.training and self.decoder_noise > 0:
+            latents = self._add_decoder_noise(latents, generator)
         reconstruction = self.vae.decode(latents).sample
         return reconstruction, posterior.mean, posterior.logvar
+
+    def _add_decoder_noise(self, latents: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        scale = self.decoder_noise / self.vae.config.scaling_factor
+        shape = (latents.shape[0],) + (1,) * (latents.dim() - 1)
+        std = torch.rand(shape, generator=generator, device=latents.device, dtype=latents.dtype) * scale
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        return latents + std * noise
 
 
 class VAEObjective:
@@ -171,7 +190,7 @@ def build_vae_trainer(config: VAERecipeConfig, accelerator=None) -> Trainer:
         config.train,
         config.optim,
         config.ema,
-        VAETrainingWrapper(build_vae_model(config), config.loss.sample_posterior),
+        VAETrainingWrapper(build_vae_model(config), config.loss.sample_posterior, config.loss.decoder_noise),
         VAEObjective(config.loss),
         dataset,
         EpochKeyedBatchSampler(sampler),

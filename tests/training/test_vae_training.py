@@ -104,6 +104,37 @@ def test_training_wrapper_decodes_the_posterior_mean_when_asked():
     assert (noisy - expected).abs().max() > 1e-3  # the default still samples
 
 
+def test_decoder_noise_perturbs_latents_in_training_only_at_the_configured_scale():
+    from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+    from seedkit.models.flavors import vae_config
+    from seedkit.training.vae_trainer import VAETrainingWrapper
+
+    torch.manual_seed(0)
+    vae = CausalVideoAutoencoder(**{**vae_config("debug"), "scaling_factor": 0.5})
+    decoded = []
+    original_decode = vae.decode
+
+    def recording_decode(latents, *args, **kwargs):
+        decoded.append(latents.detach().clone())
+        return original_decode(latents, *args, **kwargs)
+
+    vae.decode = recording_decode
+    video = torch.rand(64, 3, 1, 16, 16) * 2 - 1
+    mean = vae.encode(video).latent_dist.mode()
+    wrapper = VAETrainingWrapper(vae, sample_posterior=False, decoder_noise=0.4).train()
+    wrapper(video, torch.Generator().manual_seed(3))
+    wrapper(video, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(decoded[0], decoded[1])  # the trainer's generator makes it reproducible
+    per_sample_std = (decoded[0] - mean).flatten(1).std(dim=1)
+    # s ~ U(0, 0.4 / scaling_factor) = U(0, 0.8) in the VAE's units: spread over the range, never beyond it.
+    assert per_sample_std.max() < 0.8 * 1.2
+    assert per_sample_std.min() < 0.2 and per_sample_std.max() > 0.6
+    wrapper.eval()(video, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(decoded[2], mean)  # evaluation decodes the clean latents
+    with pytest.raises(ValueError, match="decoder_noise"):
+        VAETrainingWrapper(vae, decoder_noise=-0.1)
+
+
 def test_decoder_only_fine_tune_keeps_the_encoder_and_latent_statistics(tmp_path):
     from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
     from seedkit.models.flavors import vae_config
