@@ -184,6 +184,12 @@ def from_dict(cls: type[ConfigT], data: dict[str, Any], where: str = "") -> Conf
             kwargs[name] = from_dict(hint, value, f"{where}.{name}".lstrip("."))
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             kwargs[name] = tuple(value)
+        elif hint is str and isinstance(value, bool):
+            # YAML 1.1 reads bare yes / no / on / off as booleans, so `mixed_precision: no` arrives as False
+            raise ValueError(
+                f"config key {where}.{name} must be a string, got {value!r}: YAML reads bare yes/no/on/off as "
+                f"booleans, so quote the value (e.g. {name}: 'no', or --set \"{where}.{name}='no'\")"
+            )
         elif hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
             # YAML 1.1 reads "3e-4" (no dot) as a string; accept it, and ints, for float fields
             try:

@@ -23,6 +23,13 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     assert to_flat_dict(config)["train.max_steps"] == 20
 
 
+def test_a_bare_yaml_no_for_a_string_setting_asks_for_quotes():
+    # `--set train.mixed_precision=no` parses as False, which accelerate rejects deep inside the trainer
+    with pytest.raises(ValueError, match="train.mixed_precision must be a string.*quote"):
+        load_config(None, ["train.mixed_precision=no"])
+    assert load_config(None, ["train.mixed_precision='no'"]).train.mixed_precision == "no"
+
+
 def test_unknown_keys_name_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match=r"unknown config keys \['max_step'\].*valid keys"):
         load_config(None, ["train.max_step=3"])
