@@ -3,10 +3,12 @@
     seedkit eval shapesbench --model DIR --out report_dir [--suite motion --suite multi_shot] [--limit 8]
     seedkit eval shapesbench --oracle --out report_dir      # the ground truth itself: must score about 1.0
     seedkit eval shapesbench --reconstruct VAE_DIR --out d  # ground truth through a VAE: its model's ceiling
+    seedkit eval sensitivity --model DIR --out d            # does the model use colour / shape / size / motion words?
 
 The report directory receives ``report.json`` (per-metric means overall, per suite and per caption split, and one
 record per item including failures and their reasons), ``report.html`` (bar charts and a contact sheet) and the
-contact-strip PNGs under ``samples/``.
+contact-strip PNGs under ``samples/``. ``sensitivity`` (forward passes only, see
+:mod:`evaluation.shapesbench.sensitivity`) writes ``sensitivity.json``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-BENCHMARKS = ("shapesbench",)
+BENCHMARKS = ("shapesbench", "sensitivity")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, help="generate this many frames, 1 + 4k (videos only)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--clips", type=int, default=32, help="sensitivity: clips per attribute (default: 32)")
+    parser.add_argument(
+        "--sigmas", type=float, nargs="+", help="sensitivity: noise levels to probe (default: 0.8 0.95)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sensitivity: seed of the probe clips and noise")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "sensitivity":
+        return run_sensitivity(args)
     from evaluation.shapesbench.runner import (
         PipelineGenerator,
         VAEReconstructionGenerator,
@@ -84,4 +93,32 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"metrics": report.summary["metrics"], "items": report.summary["items"],
                       "failed": report.summary["failed"]}, indent=2))
     print(f"wrote {args.out}/report.json and {args.out}/report.html")
+    return 0
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from evaluation.shapesbench.sensitivity import DEFAULT_SIGMAS, caption_sensitivity, format_table
+    from seedkit.pipelines import SeedkitTextToVideoPipeline
+
+    if not args.model:
+        raise SystemExit("sensitivity probes a trained model: pass --model DIR (not --oracle / --reconstruct)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline = SeedkitTextToVideoPipeline.from_pretrained(args.model).to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    sigmas = tuple(args.sigmas or DEFAULT_SIGMAS)
+    geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
+    results = caption_sensitivity(
+        pipeline, num_clips=args.clips, sigmas=sigmas, seed=args.seed, progress=not args.no_progress, **geometry
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"model": str(args.model), "clips": args.clips, "sigmas": list(sigmas), "seed": args.seed, **geometry}
+    payload["attributes"] = {name: result.to_dict() for name, result in results.items()}
+    (out / "sensitivity.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    print(format_table(results))
+    print(f"wrote {out}/sensitivity.json")
     return 0
