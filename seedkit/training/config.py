@@ -64,6 +64,9 @@ class ModelConfig:
     transformer: dict[str, Any] = field(default_factory=dict)  # overrides of the flavor's transformer config
     vae: dict[str, Any] = field(default_factory=dict)  # overrides of the flavor's VAE config
     vae_path: str | None = None  # a trained VAE (diffusers layout); None builds the flavor's VAE at random init
+    # Transformer recipe only: start from these weights (diffusers layout, e.g. a previous run's final/transformer)
+    # instead of random init, to fine-tune. Its config must match the flavor's; a resumed checkpoint overrides it.
+    transformer_path: str | None = None
     # VAE recipe only: train the decoder of ``vae_path`` and keep its encoder (and latent shift / scale) fixed, so
     # latents cached from it stay valid while a transformer trains on them (a decoder fine-tune, as for SD's ft-MSE).
     freeze_vae_encoder: bool = False

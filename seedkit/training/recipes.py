@@ -44,7 +44,27 @@ def build_transformer(config: RecipeConfig) -> torch.nn.Module:
     from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 
     transformer_config = {**flavors.get(config.model.flavor).transformer, **config.model.transformer}
-    return SeedTransformer3DModel(**transformer_config)
+    if not config.model.transformer_path:
+        return SeedTransformer3DModel(**transformer_config)
+    transformer = SeedTransformer3DModel.from_pretrained(config.model.transformer_path)
+    # A fine-tune of a different architecture than the recipe names would train (and later export) something the
+    # recipe does not describe: compare the architecture keys the flavor sets.
+    mismatched = {
+        key: (value, transformer.config.get(key))
+        for key, value in transformer_config.items()
+        if key in transformer.config and _as_comparable(transformer.config[key]) != _as_comparable(value)
+    }
+    if mismatched:
+        listing = ", ".join(f"{key}: recipe {want!r} vs weights {have!r}" for key, (want, have) in mismatched.items())
+        raise ValueError(
+            f"model.transformer_path {config.model.transformer_path} does not match flavor "
+            f"{config.model.flavor!r} ({listing}); name the flavor the weights were trained with"
+        )
+    return transformer
+
+
+def _as_comparable(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def prepare_clip_manifest(config: RecipeConfig) -> Path:

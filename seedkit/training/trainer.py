@@ -366,7 +366,9 @@ class Trainer:
                    if saved.get(key) != self.run_config.get(key)}
         model_changes = {key: values for key, values in changed.items() if key.startswith("model.")}
         if model_changes:
-            listing = "; ".join(f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in model_changes.items())
+            listing = "; ".join(
+                f"{key}: {old!r} in the checkpoint, {new!r} now" for key, (old, new) in model_changes.items()
+            )
             raise ValueError(
                 f"{path} was written by a run with other model settings ({listing}); resume with the same model "
                 f"settings, or use another train.output_dir to start a new run"

@@ -23,7 +23,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from seedkit.data.buckets import BucketBatchSampler
-from seedkit.data.datasets import EpochKeyedBatchSampler, MixedVideoDataset, RealClipCrops, collate_videos, shared_videos_dir
+from seedkit.data.datasets import (
+    EpochKeyedBatchSampler,
+    MixedVideoDataset,
+    RealClipCrops,
+    collate_videos,
+    shared_videos_dir,
+)
 from seedkit.models import flavors
 
 from .config import VAELossConfig, VAERecipeConfig, to_flat_dict

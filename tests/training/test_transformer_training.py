@@ -137,3 +137,24 @@ def test_resume_refuses_a_checkpoint_of_other_model_settings(tmp_path, data_dirs
     longer.train()
     assert longer.state.step == 5 and len(longer.losses) == 3
     assert "train.max_steps 4 -> 5" in capsys.readouterr().out
+
+
+def test_fine_tune_starts_from_the_given_transformer_weights(tmp_path, data_dirs):
+    base = build_transformer(load_config(None, ["model.flavor=debug"]))
+    with torch.no_grad():  # weights no random init would give, so a silent fresh init cannot pass
+        for parameter in base.parameters():
+            parameter.fill_(0.01)
+    base.save_pretrained(tmp_path / "base")
+    tuned = recipe(tmp_path / "run", data_dirs, f"model.transformer_path={tmp_path / 'base'}")
+    trainer = build_transformer_trainer(tuned)
+    for name, tensor in trainer.unwrapped_model.transformer.state_dict().items():
+        assert torch.equal(tensor, base.state_dict()[name]), name
+    trainer.train()
+    assert len(trainer.losses) == 4
+
+
+def test_fine_tune_refuses_weights_of_another_architecture(tmp_path):
+    wider = build_transformer(load_config(None, ["model.flavor=debug", "model.transformer={num_dual_layers: 2}"]))
+    wider.save_pretrained(tmp_path / "base")
+    with pytest.raises(ValueError, match="num_dual_layers"):
+        build_transformer(load_config(None, ["model.flavor=debug", f"model.transformer_path={tmp_path / 'base'}"]))
