@@ -294,9 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH)
     parser.add_argument("--suite", action="append", choices=list(SUITES), help="only these suites (repeatable)")
+    parser.add_argument("--base-seed", type=int, default=0,
+                        help="item seeds start at base_seed * 10000; the bundled suites use 0, so another value "
+                             "gives a disjoint dev suite for checkpoint selection")
     args = parser.parse_args(argv)
     for name in args.suite or list(SUITES):
-        items = build_suite(name, args.items, args.height, args.width)
+        items = build_suite(name, args.items, args.height, args.width, base_seed=args.base_seed)
         path = write_suite(items, suite_path(name, args.out))
         print(f"{path}: {len(items)} items")
     return 0

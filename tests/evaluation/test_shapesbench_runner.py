@@ -95,9 +95,13 @@ def test_cli_oracle(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "shapesbench", "--out", str(tmp_path)])  # neither --model nor --oracle
     # A suite file written elsewhere (a larger suite, for less noisy model selection) runs by path.
-    from evaluation.shapesbench.suites import build_suite, suite_path, write_suite
+    from evaluation.shapesbench import suites
 
-    path = write_suite(build_suite("single_object", 3, 32, 32, base_seed=1), suite_path("single_object", tmp_path / "dev"))
+    assert suites.main(["--out", str(tmp_path / "dev"), "--items", "3", "--height", "32", "--width", "32",
+                        "--suite", "single_object", "--base-seed", "1"]) == 0
+    path = suites.suite_path("single_object", tmp_path / "dev")
+    canonical_seeds = {item.seed for item in suites.build_suite("single_object", 3, 32, 32)}
+    assert canonical_seeds.isdisjoint(item.seed for item in suites.load_suite(path))  # a dev suite, not a copy
     assert main(["eval", "shapesbench", "--oracle", "--out", str(tmp_path / "dev_report"), "--suite", str(path),
                  "--no-progress"]) == 0
     data = json.loads((tmp_path / "dev_report" / "report.json").read_text())
