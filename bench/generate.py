@@ -46,7 +46,9 @@ class VideoSize:
         try:
             height, width, num_frames = (int(part) for part in text.lower().split("x"))
         except ValueError as error:
-            raise argparse.ArgumentTypeError(f"size {text!r} must look like HEIGHTxWIDTHxFRAMES, e.g. 64x64x17") from error
+            raise argparse.ArgumentTypeError(
+                f"size {text!r} must look like HEIGHTxWIDTHxFRAMES, e.g. 64x64x17"
+            ) from error
         return cls(height, width, num_frames)
 
     def __str__(self) -> str:

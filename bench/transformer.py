@@ -19,11 +19,10 @@ from typing import Callable
 
 import torch
 from diffusers import HunyuanVideoTransformer3DModel, WanTransformer3DModel
+from diffusers.utils import logging as diffusers_logging
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
-
-from diffusers.utils import logging as diffusers_logging
 
 from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 
@@ -89,7 +88,9 @@ def build_cases(args: argparse.Namespace, dtype: torch.dtype) -> list[BenchCase]
         BenchCase(
             "seedkit",
             ours,
-            dict(hidden_states=latents, timestep=timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask),
+            dict(
+                hidden_states=latents, timestep=timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask
+            ),
         )
     ]
     wan = WanTransformer3DModel(

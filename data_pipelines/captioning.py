@@ -111,7 +111,8 @@ class CaptionerConfig:
             raise ValueError(f"unknown audio mode {self.audio!r}; valid: {', '.join(AUDIO_MODES)}")
         if self.audio == "model" and self.audio_model_class not in SUPPORTED_AUDIO_MODEL_CLASSES:
             raise ValueError(
-                f"unknown audio_model_class {self.audio_model_class!r}; valid: {', '.join(SUPPORTED_AUDIO_MODEL_CLASSES)}"
+                f"unknown audio_model_class {self.audio_model_class!r}; "
+                f"valid: {', '.join(SUPPORTED_AUDIO_MODEL_CLASSES)}"
             )
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
@@ -253,7 +254,9 @@ class VideoCaptioner(ClipStage):
         for shot_index, start, end in spans:
             count = min(self.config.num_frames, end - start)
             # Centres of equal segments: representative frames, away from cut-adjacent first / last frames.
-            indices = start + np.minimum(((np.arange(count) + 0.5) * (end - start) / count).astype(int), end - start - 1)
+            indices = start + np.minimum(
+                ((np.arange(count) + 0.5) * (end - start) / count).astype(int), end - start - 1
+            )
             template = self.config.prompt_template if shot_index is None else self.config.shot_prompt_template
             prompt = template.format(
                 duration=(end - start) * seconds_per_frame, num_frames=count, fps=sample.fps,
@@ -379,8 +382,8 @@ def acoustic_summary(
 
     Returns ``loudness_dbfs`` (RMS level), ``peak_dbfs``, ``silence_fraction`` (share of ``frame_seconds`` frames
     below ``silence_dbfs``), ``onsets`` and ``onset_rate`` (per second; jumps of the frame level by at least
-    ``onset_rise_db`` over the preceding 100 ms), ``dominant_frequency`` (Hz, peak of the average power spectrum of non-silent frames
-    between 50 Hz and 5 kHz; 0 when silent) and ``duration`` (seconds).
+    ``onset_rise_db`` over the preceding 100 ms), ``dominant_frequency`` (Hz, peak of the average power spectrum of
+    non-silent frames between 50 Hz and 5 kHz; 0 when silent) and ``duration`` (seconds).
     """
     if not sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
@@ -440,7 +443,8 @@ def describe_audio(audio: np.ndarray, sample_rate: int) -> str:
         return "[acoustic summary] silent."
     parts = [
         f"average loudness {summary['loudness_dbfs']:.1f} dBFS (peak {summary['peak_dbfs']:.1f} dBFS)",
-        f"{int(summary['onsets'])} onset{'' if summary['onsets'] == 1 else 's'} ({summary['onset_rate']:.1f} per second)",
+        f"{int(summary['onsets'])} onset{'' if summary['onsets'] == 1 else 's'} "
+        f"({summary['onset_rate']:.1f} per second)",
     ]
     if summary["dominant_frequency"] > 0:
         frequency = summary["dominant_frequency"]

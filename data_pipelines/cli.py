@@ -14,7 +14,9 @@ from data_pipelines.config import EXECUTORS, SHARD_MODES, SHOT_DETECTOR_NAMES, l
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="folder of videos (recursive), a .txt list of paths, or a .jsonl/.parquet manifest")
+    parser.add_argument(
+        "input", help="folder of videos (recursive), a .txt list of paths, or a .jsonl/.parquet manifest"
+    )
     parser.add_argument("--out", required=True, help="output folder: clips, manifest, status files, summary.json")
     parser.add_argument("--config", default=None, help="YAML config (see data_pipelines/config.py)")
     parser.add_argument("--executor", choices=EXECUTORS, default=None, help="local process pool (default) or ray")

@@ -310,7 +310,10 @@ def iter_video_chunks(
             emitted += 1
 
         def done() -> bool:
-            return (end_frame is not None and next_index >= end_frame) or (max_frames is not None and emitted >= max_frames)
+            return (
+                (end_frame is not None and next_index >= end_frame)
+                or (max_frames is not None and emitted >= max_frames)
+            )
 
         def flush(metadata: dict | None = None) -> DecodedVideo:
             chunk = DecodedVideo(
@@ -372,7 +375,9 @@ def iter_video_chunks(
         # The error came right after a full chunk: report it on an empty closing chunk.
         yield DecodedVideo(
             frames=np.zeros((0, height, width, 3), np.uint8),
-            thumbnails=None if thumbnail_size is None else np.zeros((0, thumbnail_size[1], thumbnail_size[0], 3), np.uint8),
+            thumbnails=(
+                None if thumbnail_size is None else np.zeros((0, thumbnail_size[1], thumbnail_size[0], 3), np.uint8)
+            ),
             frame_indices=np.zeros(0, np.int64), timestamps=np.zeros(0), repeated=np.zeros(0, bool), fps=fps,
             start_frame=next_index, end_frame=next_index, metadata={"decode_error": decode_error},
         )
@@ -449,7 +454,9 @@ def decode_video_decord(
     try:
         import decord
     except ImportError as error:
-        raise ImportError("the decord reader needs decord: pip install 'seedkit[decord]' (or use reader='pyav')") from error
+        raise ImportError(
+            "the decord reader needs decord: pip install 'seedkit[decord]' (or use reader='pyav')"
+        ) from error
     width, height = size if size is not None else (-1, -1)
     try:
         reader = decord.VideoReader(str(path), width=width, height=height, num_threads=1)

@@ -118,7 +118,9 @@ class LocalExecutor:
                         worker.submit(key, payload)
                     except (BrokenPipeError, OSError) as error:
                         worker.kill()
-                        yield TaskOutcome(key, False, reason="worker_crashed", detail=f"could not send the task: {error}")
+                        yield TaskOutcome(
+                            key, False, reason="worker_crashed", detail=f"could not send the task: {error}"
+                        )
                         continue
                     busy.append(worker)
                 # 2. wait for a result, a dead worker, or the nearest deadline
@@ -137,7 +139,10 @@ class LocalExecutor:
                         worker.kill()
                         outcome = TaskOutcome(
                             worker.key, False, reason="timeout",
-                            detail=f"no result after {elapsed:.1f} s (timeout {self.timeout:g} s); worker killed and replaced",
+                            detail=(
+                                f"no result after {elapsed:.1f} s (timeout {self.timeout:g} s); "
+                                "worker killed and replaced"
+                            ),
                             seconds=elapsed,
                         )
                     if outcome is None:
@@ -186,7 +191,9 @@ class RayExecutor:
         try:
             import ray
         except ImportError as error:
-            raise ImportError("the Ray executor needs ray: pip install 'seedkit[ray]' (or use executor='local')") from error
+            raise ImportError(
+                "the Ray executor needs ray: pip install 'seedkit[ray]' (or use executor='local')"
+            ) from error
         self.ray = ray
         self.workers = workers
         self.timeout = timeout
@@ -223,7 +230,10 @@ class RayExecutor:
                         running.pop(reference)
                         yield TaskOutcome(
                             key, False, reason="timeout",
-                            detail=f"no result after {now - started:.1f} s (timeout {self.timeout:g} s); task cancelled",
+                            detail=(
+                                f"no result after {now - started:.1f} s (timeout {self.timeout:g} s); "
+                                "task cancelled"
+                            ),
                             seconds=now - started,
                         )
         finally:

@@ -347,7 +347,9 @@ class MotionFilter(ClipFilter):
         if self.config.method == "flow":
             key, low, high = "motion_flow", self.config.min_flow, self.config.max_flow
         else:
-            key, low, high = "motion_frame_difference", self.config.min_frame_difference, self.config.max_frame_difference
+            key, low, high = (
+                "motion_frame_difference", self.config.min_frame_difference, self.config.max_frame_difference
+            )
         value = scores[key]
         if _below(value, low):
             return "low_motion", f"{key}={value:.4g} < {low}"

@@ -32,8 +32,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from seedkit.data.manifest import ClipRecord, Manifest, ManifestWriter, UnsafePathError, resolve_inside
-
 from data_pipelines.config import CurateConfig
 from data_pipelines.decode import DecodeError, decode_audio, decode_video, iter_video_chunks, probe_video
 from data_pipelines.shard import (
@@ -54,6 +52,7 @@ from data_pipelines.shots import (
 )
 from data_pipelines.split import mean_luma, split_shots
 from data_pipelines.stages import ClipSample, ClipStage, run_stages
+from seedkit.data.manifest import ClipRecord, Manifest, ManifestWriter, UnsafePathError, resolve_inside
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".ts", ".mpg", ".mpeg", ".flv", ".wmv")
 # Frames of a kept clip sent back to the parent for deduplication and captioning.
@@ -126,7 +125,8 @@ def discover_sources(input_path: str | os.PathLike) -> tuple[list[Source], list[
         entries = _manifest_entries(input_path)
     else:
         raise ValueError(
-            f"input {input_path} must be a folder, a .txt list or a .jsonl/.parquet manifest (got {input_path.suffix!r})"
+            f"input {input_path} must be a folder, a .txt list or a .jsonl/.parquet manifest "
+            f"(got {input_path.suffix!r})"
         )
     sources, rejected, seen = [], [], set()
     for entry in entries:
@@ -328,7 +328,9 @@ class SourceProcessor:
         ):
             fps = chunk.fps
             if "decode_error" in chunk.metadata:
-                result.warnings.append(f"decode stopped early at frame {count + len(chunk.frames)}: {chunk.metadata['decode_error']}")
+                result.warnings.append(
+                    f"decode stopped early at frame {count + len(chunk.frames)}: {chunk.metadata['decode_error']}"
+                )
             if len(chunk.frames) == 0:
                 continue
             count += len(chunk.frames)
@@ -358,7 +360,11 @@ class SourceProcessor:
             return frames[span.start : span.end], 1
         stride = max(1, int(np.ceil(span.num_frames / self.config.decode.clip_analysis_frames)))
         decoded = decode_video(
-            source.path, size=self.config.decode.analysis_size, start_frame=span.start, end_frame=span.end, stride=stride
+            source.path,
+            size=self.config.decode.analysis_size,
+            start_frame=span.start,
+            end_frame=span.end,
+            stride=stride,
         )
         return decoded.frames, stride
 
@@ -420,7 +426,8 @@ class RunSummary:
 
     def format(self) -> str:
         lines = [
-            f"sources: {self.sources} ({self.processed_this_run} processed now, {self.skipped_already_done} already done)",
+            f"sources: {self.sources} "
+            f"({self.processed_this_run} processed now, {self.skipped_already_done} already done)",
             f"clips kept: {self.clips_kept}",
             "dropped: " + (", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"),
             "failures: " + (", ".join(f"{k}={v}" for k, v in sorted(self.failures.items())) or "none"),
@@ -543,7 +550,9 @@ class CurationRun:
                 summary.dropped[reason] = summary.dropped.get(reason, 0) + count
             if status.status == STATUS_FAILED:
                 summary.failures[status.reason] = summary.failures.get(status.reason, 0) + 1
-                summary.failed_sources[source.relative] = f"{status.reason}: {(status.detail or '').splitlines()[0] if status.detail else ''}"
+                summary.failed_sources[source.relative] = (
+                    f"{status.reason}: {(status.detail or '').splitlines()[0] if status.detail else ''}"
+                )
             if status.warnings:
                 summary.warnings[source.relative] = status.warnings
         for item in rejected:

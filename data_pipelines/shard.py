@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.config import ShardConfig
+from data_pipelines.decode import decode_audio, decode_video, decode_video_decord, probe_video, target_size
+from data_pipelines.stages import ClipSample
 from seedkit.data.manifest import ClipRecord, Manifest
 from seedkit.data.video_io import write_video
-
-from data_pipelines.config import ShardConfig
-from data_pipelines.decode import target_size, decode_audio, decode_video, decode_video_decord, probe_video
-from data_pipelines.stages import ClipSample
 
 STATUS_DONE = "done"
 STATUS_FAILED = "failed"

@@ -250,7 +250,9 @@ class TransNetV2ShotDetector:
                 index = run_end + 1
             else:
                 index += 1
-        cuts = _non_maximum_suppression(candidates, np.pad(probabilities, (1, 0))[: len(probabilities) + 1], self.config.min_shot_frames)
+        cuts = _non_maximum_suppression(
+            candidates, np.pad(probabilities, (1, 0))[: len(probabilities) + 1], self.config.min_shot_frames
+        )
         return ShotBoundaries(cuts=cuts, scores=probabilities, num_frames=len(probabilities))
 
 

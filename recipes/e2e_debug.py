@@ -377,7 +377,10 @@ class EndToEndRun:
         log(f"output {self.out}; VAE {self.vae_steps} steps, transformer {self.transformer_steps} steps")
         for index, stage in enumerate(STAGES, start=1):
             if self.stages.done(stage):
-                log(f"{index}/{len(STAGES)} {stage}: done earlier ({self.stages.result(stage)['seconds']:.1f} s), skipped")
+                log(
+                    f"{index}/{len(STAGES)} {stage}: done earlier "
+                    f"({self.stages.result(stage)['seconds']:.1f} s), skipped"
+                )
                 continue
             log(f"{index}/{len(STAGES)} {stage}: start")
             start = time.perf_counter()
@@ -414,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="dataset and training seed")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (default: torch's choice; on a CPU shared with other jobs, 1 thread "
-                             "avoids oversubscription and can be several times faster)")
+                        help="torch.set_num_threads (default: torch's choice; on a CPU shared with other jobs, "
+                             "1 thread avoids oversubscription and can be several times faster)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:

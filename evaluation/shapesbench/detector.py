@@ -667,7 +667,9 @@ def detect_cuts(colors: list[str], alphas: np.ndarray, presence: np.ndarray, con
                     # A reflection keeps the axis speed (the median step nearby; a cut's jump is one outlier among
                     # them) and happens within a step of the wall the object was heading for.
                     speed = float(np.nanmedian(window[:, axis])) if np.isfinite(window[:, axis]).any() else 0.0
-                    near_wall = bool((gaps[slot, before, 2 * axis : 2 * axis + 2] <= 2.0 * speed + config.cut_wall_px).any())
+                    near_wall = bool(
+                        (gaps[slot, before, 2 * axis : 2 * axis + 2] <= 2.0 * speed + config.cut_wall_px).any()
+                    )
                     limit = speed + tolerance
                     keeps_speed = abs(velocity_after[axis]) <= limit and abs(velocity_before[axis]) <= limit
                     swerved |= not (near_wall and keeps_speed)
@@ -811,7 +813,9 @@ def _read_object(
                 track[frame] = (frame_fit[0].center_x, frame_fit[0].center_y)
         else:
             track[frame] = centers[frame]
-    motion, speed, contact_times = classify_motion(track, min_side, config, _wall_gaps(support, track, radius, touching))
+    motion, speed, contact_times = classify_motion(
+        track, min_side, config, _wall_gaps(support, track, radius, touching)
+    )
     # A corner hit reflects both axes in one frame: ShapesWorld records (and sounds) it once.
     bounce_frames = sorted({start_frame + int(math.floor(time + 0.5)) for time in contact_times})
     return DetectedObject(

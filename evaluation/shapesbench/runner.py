@@ -271,7 +271,10 @@ def _contact_strip(frames: np.ndarray, height: int = 128):
 
     picks = sorted({0, frames.shape[0] // 2, frames.shape[0] - 1})
     scale = max(1, height // frames.shape[1])
-    tiles = [Image.fromarray(frames[index]).resize((frames.shape[2] * scale, frames.shape[1] * scale), Image.NEAREST) for index in picks]
+    tiles = [
+        Image.fromarray(frames[index]).resize((frames.shape[2] * scale, frames.shape[1] * scale), Image.NEAREST)
+        for index in picks
+    ]
     gap = 4
     strip = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), tiles[0].height), (255, 255, 255))
     x = 0
@@ -346,7 +349,9 @@ def run_shapesbench(
         }
         suites_summary[name] = entry
     summary = aggregate(records)
-    summary["by_split"] = {split: aggregate([r for r in records if r.split == split]) for split in sorted({r.split for r in records})}
+    summary["by_split"] = {
+        split: aggregate([r for r in records if r.split == split]) for split in sorted({r.split for r in records})
+    }
     report = BenchReport(
         settings={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "limit": limit} | (settings or {}),
         summary=summary,

@@ -88,7 +88,9 @@ class SuiteItem:
         first_shot.sample_rate = None
         return render_scene(first_shot).frames[0]
 
-    def with_geometry(self, height: int | None = None, width: int | None = None, num_frames: int | None = None) -> "SuiteItem":
+    def with_geometry(
+        self, height: int | None = None, width: int | None = None, num_frames: int | None = None
+    ) -> "SuiteItem":
         """The same prompt at another size: the ground truth is rebuilt from the spec and seed at that size."""
         height = height or self.height
         width = width or self.width
@@ -147,7 +149,10 @@ def _spec_two_objects(rng, index):
 
 def _spec_motion(rng, index):
     used: set[str] = set()
-    return {"objects": [_object(rng, used, motion=MOTIONS[index % len(MOTIONS)])], "background": _choice(rng, BACKGROUNDS)}
+    return {
+        "objects": [_object(rng, used, motion=MOTIONS[index % len(MOTIONS)])],
+        "background": _choice(rng, BACKGROUNDS),
+    }
 
 
 def _spec_multi_shot(rng, index):
@@ -185,7 +190,10 @@ def _spec_audio_video(rng, index):
 
 def _spec_image(rng, index):
     used: set[str] = set()
-    return {"objects": [_object(rng, used, still=True) for _ in range(1 + index % 3)], "background": _choice(rng, BACKGROUNDS)}
+    return {
+        "objects": [_object(rng, used, still=True) for _ in range(1 + index % 3)],
+        "background": _choice(rng, BACKGROUNDS),
+    }
 
 
 @dataclass

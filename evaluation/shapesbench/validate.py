@@ -116,7 +116,12 @@ def check_clip(index: int, scene: Scene, result: ValidationResult) -> None:
                 continue
             got = found.get(obj.color)
             got_frames = got.bounce_frames if got is not None else []
-            result.add("bounce_frames_exact", got_frames == obj.bounce_frames, index, {"color": obj.color, "expected": obj.bounce_frames, "detected": got_frames})
+            result.add(
+                "bounce_frames_exact",
+                got_frames == obj.bounce_frames,
+                index,
+                {"color": obj.color, "expected": obj.bounce_frames, "detected": got_frames},
+            )
             near = len(got_frames) == len(obj.bounce_frames) and all(
                 abs(a - b) <= 1 for a, b in zip(got_frames, obj.bounce_frames)
             )
@@ -125,14 +130,25 @@ def check_clip(index: int, scene: Scene, result: ValidationResult) -> None:
         result.add("consistency", score.metrics["consistency"] == 1.0, index, score.details["carried_subjects"])
     result.add("background", detected.background == scene.background, index)
     blind = detect_scene(clip.frames)
-    result.add("cuts", blind.cut_frames == scene.shot_boundaries, index, {"expected": scene.shot_boundaries, "detected": blind.cut_frames})
+    result.add(
+        "cuts",
+        blind.cut_frames == scene.shot_boundaries,
+        index,
+        {"expected": scene.shot_boundaries, "detected": blind.cut_frames},
+    )
     if clip.audio is not None:
         heard = detected.audio_events or []
         for event in scene.audio_events:
             ok = any(
-                h.color == event.color and abs(h.time_s - event.time_s) * 1000 <= AUDIO_ONSET_TOLERANCE_MS for h in heard
+                h.color == event.color and abs(h.time_s - event.time_s) * 1000 <= AUDIO_ONSET_TOLERANCE_MS
+                for h in heard
             )
-            result.add("audio_tone", ok, index, {"expected": [event.time_s, event.color], "heard": [[h.time_s, h.color] for h in heard]})
+            result.add(
+                "audio_tone",
+                ok,
+                index,
+                {"expected": [event.time_s, event.color], "heard": [[h.time_s, h.color] for h in heard]},
+            )
         result.add("audio_no_extra_tones", len(heard) == len(scene.audio_events), index)
 
 

@@ -159,7 +159,8 @@ class ShapesVideoDataset(Dataset):
 
 
 def shared_videos_dir() -> Path | None:
-    """The project's real test clips: ``$SEEDKIT_SHARED_VIDEOS``, else ``<repo>/../shared/data/videos``; None if absent."""
+    """The project's real test clips: ``$SEEDKIT_SHARED_VIDEOS``, else ``<repo>/../shared/data/videos``;
+    None if absent."""
     if env := os.environ.get("SEEDKIT_SHARED_VIDEOS"):
         return Path(env) if Path(env).is_dir() else None
     candidate = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "videos"

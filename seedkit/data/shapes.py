@@ -44,8 +44,8 @@ __all__ = [
     "PALETTE", "BACKGROUNDS", "SHAPES", "SIZES", "MOTIONS", "FRAMINGS", "DEFAULT_FPS", "DEFAULT_SAMPLE_RATE",
     "WALL_MARGIN_PX", "MIN_SHOT_FRAMES", "SceneObject", "Shot", "AudioEvent", "Scene", "RenderedClip",
     "check_num_frames", "shape_half_extents", "render_coverage", "sample_scene", "scene_from_prompt_spec",
-    "render_scene", "caption_for", "caption_scene", "apply_captions", "render_audio", "write_shapes_dataset", "write_clip",
-    "scene_record",
+    "render_scene", "caption_for", "caption_scene", "apply_captions", "render_audio", "write_shapes_dataset",
+    "write_clip", "scene_record",
 ]
 # Writers live in shapes_writers (which imports this module); they are re-exported lazily to avoid the cycle.
 _LAZY_WRITERS = ("write_shapes_dataset", "write_clip", "scene_record", "ShapesDatasetSummary")

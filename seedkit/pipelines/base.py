@@ -30,8 +30,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seedkit.flow.guidance import classifier_free_guidance
 from seedkit.flow.timesteps import resolution_shift_mu
-from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
 from seedkit.models import flavors
+from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
 from seedkit.models.text_encoders import TEXT_ENCODERS, PromptEncoder, TextEmbeddings, load_text_encoder
 from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 

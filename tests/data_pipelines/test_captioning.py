@@ -210,9 +210,9 @@ def tiny_audio_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("tiny_qwen2audio")
     Qwen2AudioForConditionalGeneration(config).save_pretrained(directory)
-    Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer).save_pretrained(
-        directory
-    )
+    Qwen2AudioProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer
+    ).save_pretrained(directory)
     return directory
 
 

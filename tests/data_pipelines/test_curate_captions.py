@@ -23,7 +23,9 @@ def save_tiny_qwen2_vl(directory: Path) -> Path:
     from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    vocabulary = {token: index for index, token in enumerate(SPECIAL_TOKENS + [chr(c) for c in range(32, 127)] + ["\n", "?"])}
+    vocabulary = {
+        token: index for index, token in enumerate(SPECIAL_TOKENS + [chr(c) for c in range(32, 127)] + ["\n", "?"])
+    }
     backend = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token="?"))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()

@@ -13,8 +13,8 @@ import pytest
 from data_pipelines import cli as curate_cli
 from data_pipelines.config import load_config
 from data_pipelines.pipeline import CurationRun, discover_sources
-from seedkit.data.manifest import Manifest
 from seedkit.data.datasets import shared_videos_dir
+from seedkit.data.manifest import Manifest
 from seedkit.data.video_io import read_video
 
 
@@ -33,7 +33,9 @@ def test_curate_writes_clips_manifest_and_summary(tmp_path, multi_shot_video, sm
     manifest = Manifest.read(out / "manifest.jsonl")
     assert len(manifest) == 6
     spans = sorted((r.metadata["source"], r.metadata["shot_index"]) for r in manifest)
-    assert spans == [("a.mp4", 0), ("a.mp4", 1), ("a.mp4", 2), ("nested/b.mp4", 0), ("nested/b.mp4", 1), ("nested/b.mp4", 2)]
+    assert spans == [
+        ("a.mp4", 0), ("a.mp4", 1), ("a.mp4", 2), ("nested/b.mp4", 0), ("nested/b.mp4", 1), ("nested/b.mp4", 2)
+    ]
     first = next(r for r in manifest if r.metadata["source"] == "a.mp4" and r.metadata["shot_index"] == 1)
     assert first.metadata["trims"] == {"cut_head": 2, "cut_tail": 2}
     assert first.num_frames == 20 and first.has_audio and first.sample_rate == 16000

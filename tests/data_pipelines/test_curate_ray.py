@@ -47,6 +47,8 @@ def test_ray_executor_matches_local_and_survives_a_crashing_task(tmp_path):
     local_config = CurateConfig.from_dict({**options, "executor": {"workers": 1, "debug_crash_on": ["b_crash"]}})
     local_summary = CurationRun(inputs, tmp_path / "local", local_config, progress=False).run()
     assert local_summary.failures == {"worker_crashed": 1} and local_summary.clips_kept == 4
-    spans = lambda out: sorted((r.metadata["source"], r.start_frame, r.end_frame) for r in Manifest.read(out / "manifest.jsonl", root=inputs))
+    spans = lambda out: sorted(
+        (r.metadata["source"], r.start_frame, r.end_frame) for r in Manifest.read(out / "manifest.jsonl", root=inputs)
+    )
     assert spans(tmp_path / "ray") == spans(tmp_path / "local")
     assert len(spans(tmp_path / "ray")) == 4

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from data_pipelines.executors import LocalExecutor
 from data_pipelines.pipeline import CurationRun, SourceProcessor, SourceTask, discover_sources
 from seedkit.data.manifest import Manifest

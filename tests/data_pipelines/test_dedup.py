@@ -100,7 +100,9 @@ def _variant(frames: np.ndarray, directory: Path, scale: float, crop: float, crf
     height, width = frames.shape[1:3]
     cropped = frames[:, int(height * crop) : height - int(height * crop), int(width * crop) : width - int(width * crop)]
     size = (int(cropped.shape[2] * scale) // 2 * 2, int(cropped.shape[1] * scale) // 2 * 2)
-    resized = np.stack([np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR)) for frame in cropped])
+    resized = np.stack(
+        [np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR)) for frame in cropped]
+    )
     path = write_video(directory / "variant.mp4", resized, fps=24.0, crf=crf)
     return read_video(path, with_audio=False).frames
 

@@ -37,7 +37,9 @@ def _texture(height: int, width: int, feature: int = 6, seed: int = 0) -> np.nda
     """Smooth random colour texture (blobs of about ``feature`` pixels)."""
     rng = np.random.default_rng(seed)
     small = rng.uniform(0, 255, (height // feature + 1, width // feature + 1, 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC).crop((0, 0, width, height)))
+    return np.asarray(
+        Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC).crop((0, 0, width, height))
+    )
 
 
 def _panning(dx: int, dy: int, num_frames: int = 9, size: int = 128) -> np.ndarray:
@@ -207,7 +209,9 @@ def test_text_detector_separates_rendered_subtitles_from_plain_backgrounds():
         # Detected blocks sit on the rendered text (block grid at full size since the frame is 384 wide).
         rows, columns = np.nonzero(mask)
         centres_y, centres_x = rows * 8 + 4, columns * 8 + 4
-        inside = (centres_x >= left - 8) & (centres_x <= right + 8) & (centres_y >= upper - 8) & (centres_y <= lower + 8)
+        inside = (
+            (centres_x >= left - 8) & (centres_x <= right + 8) & (centres_y >= upper - 8) & (centres_y <= lower + 8)
+        )
         assert len(rows) > 0 and inside.mean() > 0.95
         text_area = (right - left) * (lower - upper) / (with_text.shape[0] * with_text.shape[1])
         coverage = mask.mean()

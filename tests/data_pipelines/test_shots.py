@@ -10,7 +10,6 @@ Ground truth on the shared clips (first frame of each new shot, constant-frame-r
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

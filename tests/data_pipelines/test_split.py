@@ -27,7 +27,9 @@ def test_long_shot_is_split_into_equal_windows_within_max_duration():
 
 
 def test_vae_frame_counts_are_one_plus_four_k():
-    config = SplitConfig(min_duration=0.5, max_duration=10.0, cut_trim_frames=0, trim_fades=False, vae_frame_counts=True)
+    config = SplitConfig(
+        min_duration=0.5, max_duration=10.0, cut_trim_frames=0, trim_fades=False, vae_frame_counts=True
+    )
     plan = split_shots([(0, 23), (23, 60)], fps=10, config=config)
     assert all((span.num_frames - 1) % 4 == 0 for span in plan.spans)
     assert [span.num_frames for span in plan.spans] == [21, 37]

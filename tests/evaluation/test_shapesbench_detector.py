@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from evaluation.shapesbench.audio import detect_audio_events, detect_onsets
-from evaluation.shapesbench.detector import DetectorConfig, connected_components, detect_scene, fit_shape, render_coverage
+from evaluation.shapesbench.detector import (
+    DetectorConfig,
+    connected_components,
+    detect_scene,
+    fit_shape,
+    render_coverage,
+)
 from evaluation.shapesbench.validate import validate
 from seedkit.data.shapes import PALETTE, render_scene, scene_from_prompt_spec
 from seedkit.data.shapes_audio import tone
@@ -50,7 +56,9 @@ def test_template_fit_recovers_centre_and_radius_exactly():
     height, width = 40, 50
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     for shape in ("circle", "square", "triangle"):
-        coverage = render_coverage(shape, np.array([21.3], np.float32), np.array([17.6], np.float32), np.array([9.0], np.float32), xs, ys)[0]
+        coverage = render_coverage(
+            shape, np.array([21.3], np.float32), np.array([17.6], np.float32), np.array([9.0], np.float32), xs, ys
+        )[0]
         fits = fit_shape(coverage)
         assert fits[0].shape == shape
         assert abs(fits[0].center_x - 21.3) < 0.05 and abs(fits[0].center_y - 17.6) < 0.05
@@ -60,7 +68,9 @@ def test_template_fit_recovers_centre_and_radius_exactly():
 def test_partly_hidden_square_is_still_a_square():
     height, width = 40, 40
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    square = render_coverage("square", np.array([20.0], np.float32), np.array([20.0], np.float32), np.array([10.0], np.float32), xs, ys)[0]
+    square = render_coverage(
+        "square", np.array([20.0], np.float32), np.array([20.0], np.float32), np.array([10.0], np.float32), xs, ys
+    )[0]
     # Hide the right third behind another object: visible coverage drops there, the ceiling is 1.
     hidden = xs > 23
     visible = np.where(hidden, 0.0, square)
@@ -147,7 +157,10 @@ def test_stutter_in_the_open_is_not_a_bounce(motion):
 
 
 def test_bounce_at_a_wall_is_still_found_when_the_clip_stutters():
-    spec = {"objects": [{"shape": "circle", "color": "blue", "size": "small", "motion": "bouncing"}], "background": "gray"}
+    spec = {
+        "objects": [{"shape": "circle", "color": "blue", "size": "small", "motion": "bouncing"}],
+        "background": "gray",
+    }
     for seed in range(40):
         scene = scene_from_prompt_spec(spec, seed, num_frames=33)
         if scene.shots[0].objects[0].bounce_frames:

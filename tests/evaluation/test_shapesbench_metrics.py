@@ -66,7 +66,10 @@ def test_extra_object_breaks_count_only():
 def test_multi_shot_consistency_detects_a_changed_subject():
     spec = {
         "shots": [
-            {"objects": [{"subject_id": 0, "shape": "circle", "color": "pink", "size": "large", "motion": "still"}], "num_frames": 9},
+            {
+                "objects": [{"subject_id": 0, "shape": "circle", "color": "pink", "size": "large", "motion": "still"}],
+                "num_frames": 9,
+            },
             {"objects": [{"subject_id": 0, "motion": "right"}], "num_frames": 8},
         ],
         "background": "gray",
@@ -77,7 +80,10 @@ def test_multi_shot_consistency_detects_a_changed_subject():
     broken = dict(spec)
     broken["shots"] = [
         spec["shots"][0],
-        {"objects": [{"subject_id": 5, "shape": "square", "color": "pink", "size": "large", "motion": "right"}], "num_frames": 8},
+        {
+            "objects": [{"subject_id": 5, "shape": "square", "color": "pink", "size": "large", "motion": "right"}],
+            "num_frames": 8,
+        },
     ]
     clip_scene = scene_from_prompt_spec(broken, 1, 48, 64, 17)
     metrics = _score(clip_scene, truth).metrics
@@ -125,8 +131,13 @@ def test_pitch_of_the_wrong_colour_scores_zero():
     truth = _bouncing_scene()
     clip = render_scene(truth)
     # Re-render the tones at the pitch of another colour.
-    wrong = scene_from_prompt_spec({"objects": [{"shape": "square", "color": "red", "size": "small", "motion": "bouncing"}],
-                                    "background": "black"}, 4, 48, 64, 25, sample_rate=16000)
+    wrong = scene_from_prompt_spec(
+        {
+            "objects": [{"shape": "square", "color": "red", "size": "small", "motion": "bouncing"}],
+            "background": "black",
+        },
+        4, 48, 64, 25, sample_rate=16000,
+    )
     wrong_audio = render_scene(wrong).audio
     detected = detect_scene(clip.frames, wrong_audio, clip.sample_rate, shot_starts=[0])
     metrics = score_item(detected, truth, "t2av").metrics

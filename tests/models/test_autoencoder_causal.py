@@ -71,7 +71,8 @@ def test_causality_later_frames_do_not_change_earlier_latents(vae):
 
 @torch.no_grad()
 @pytest.mark.parametrize(
-    "padding_mode, first_chunk_frames, output_norm", [("replicate", 1, True), ("zeros", 5, True), ("replicate", 1, False)]
+    "padding_mode, first_chunk_frames, output_norm",
+    [("replicate", 1, True), ("zeros", 5, True), ("replicate", 1, False)],
 )
 def test_chunked_encode_and_decode_equal_whole_clip(padding_mode, first_chunk_frames, output_norm):
     vae = _debug_vae(temporal_padding_mode=padding_mode, output_norm=output_norm)

@@ -166,7 +166,10 @@ def test_foreground_weights_emphasise_pixels_off_the_backdrop():
     video[:, :, :, 2:4, 2:4] = 0.5  # a 2x2 object, colour distance 1.0 from the backdrop
     weights = foreground_weights(video, 4.0)
     assert weights.shape == (1, 1, 2, 8, 8)
-    assert torch.allclose(weights[..., 2:4, 2:4], torch.tensor(5.0)) and torch.allclose(weights[..., 0, 0], torch.tensor(1.0))
+    assert (
+        torch.allclose(weights[..., 2:4, 2:4], torch.tensor(5.0))
+        and torch.allclose(weights[..., 0, 0], torch.tensor(1.0))
+    )
     assert torch.equal(foreground_weights(video, 0.0), torch.ones(1, 1, 2, 8, 8))
 
 
