@@ -20,6 +20,7 @@ torch RNG, both saved.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 import warnings
@@ -80,6 +81,13 @@ def make_accelerator(config: TrainConfig, cpu: bool | None = None) -> Accelerato
     """
     if cpu is None:
         cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    if cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        # accelerate only shards on accelerators: on CPU it would quietly train unsharded replicas (MULTI_CPU).
+        raise RuntimeError(
+            "this run was launched with an FSDP accelerate config, but accelerate runs FSDP only on GPUs / XPUs and "
+            "would train as plain DDP on this CPU-only machine; launch with recipes/accelerate/cpu.yaml (or ddp.yaml "
+            "on GPUs) instead"
+        )
     project = ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "logs"))
     return Accelerator(
         mixed_precision=config.mixed_precision,

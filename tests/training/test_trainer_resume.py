@@ -224,3 +224,10 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
     small.train()
     for a, b in zip(big.unwrapped_model.parameters(), small.unwrapped_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_an_fsdp_launch_on_cpu_fails_instead_of_training_unsharded(tmp_path, monkeypatch):
+    # what `accelerate launch --config_file recipes/accelerate/fsdp2.yaml` sets for the processes it starts
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(RuntimeError, match="FSDP only on GPUs"):
+        make_accelerator(TrainConfig(output_dir=str(tmp_path), trackers=[]), cpu=True)
