@@ -114,6 +114,10 @@ class TaskConfig:
     logit_std: float = 1.0
     shift: float = 1.0  # sigma shift (SD3 style); larger values favour noisier timesteps
     resolution_shift: bool = False  # per-sample shift from its token count (Flux rule, as the pipelines sample)
+    # > 0: weight each latent position's loss by 1 + foreground_weight * (how far its clean latent is from the
+    # frame's median, relative to the frame's farthest), so small objects on flat backgrounds count more than the
+    # few latent positions they cover would give them. 0 keeps the plain mean.
+    foreground_weight: float = 0.0
 
 
 @dataclass

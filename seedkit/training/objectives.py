@@ -58,6 +58,21 @@ def first_frame_condition(latents: torch.Tensor, use: torch.Tensor) -> torch.Ten
     return frame_condition(latents, frame_mask)
 
 
+def foreground_loss_weight(latents: torch.Tensor, strength: float) -> torch.Tensor:
+    """``[B, 1, F, H, W]`` per-position loss weights in ``[1, 1 + strength]`` from clean latents ``[B, C, F, H, W]``.
+
+    A position's foreground score is the channel mean of ``|x_0 - median_hw(x_0)|`` (the median per sample, channel
+    and frame), divided by the frame's largest score: 0 on a flat background, 1 where the frame differs most from
+    it. ShapesWorld objects cover a few latent positions of a flat frame, so the plain mean spends almost all of the
+    loss on background; the weight is the latent-space counterpart of the VAE recipe's ``foreground_weight``.
+    """
+    flat = latents.flatten(3)  # [B, C, F, H*W]
+    median = flat.median(dim=-1, keepdim=True).values
+    score = (flat - median).abs().mean(dim=1, keepdim=True)  # [B, 1, F, H*W]
+    score = score / score.amax(dim=-1, keepdim=True).clamp_min(1e-6)
+    return (1.0 + strength * score).view(latents.shape[0], 1, *latents.shape[2:])
+
+
 class FlowMatchingObjective:
     """``objective(model, batch, generator) -> StepOutput`` for a wrapped transformer.
 
@@ -132,7 +147,8 @@ class FlowMatchingObjective:
             pooled_projections=pooled,
             condition=condition,
         )
-        loss = flow_matching_loss(prediction, path.target).loss
+        weight = foreground_loss_weight(latents, self.task.foreground_weight) if self.task.foreground_weight else None
+        loss = flow_matching_loss(prediction, path.target, mask=weight).loss
         tokens = latents[0, 0].numel() * batch_size
         return StepOutput(
             loss=loss,
@@ -169,7 +185,15 @@ class FlowMatchingObjective:
             pooled_projections=pooled,
             condition=conditions or None,
         )
-        per_sample = [flow_matching_loss(p.unsqueeze(0), t.unsqueeze(0)).loss for p, t in zip(predictions, targets)]
+        strength = self.task.foreground_weight
+        per_sample = [
+            flow_matching_loss(
+                prediction.unsqueeze(0),
+                target.unsqueeze(0),
+                mask=foreground_loss_weight(sample.unsqueeze(0), strength) if strength else None,
+            ).loss
+            for prediction, target, sample in zip(predictions, targets, latents)
+        ]
         return StepOutput(
             loss=torch.stack(per_sample).mean(),
             logs={"i2v_fraction": use_i2v.float().mean().item(), "text_dropout": drop_text.float().mean().item()},

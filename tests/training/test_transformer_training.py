@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from seedkit.training.config import RecipeConfig, TaskConfig, load_config
-from seedkit.training.objectives import FlowMatchingObjective, TransformerTrainingWrapper, first_frame_condition
+from seedkit.training.objectives import (
+    FlowMatchingObjective,
+    TransformerTrainingWrapper,
+    first_frame_condition,
+    foreground_loss_weight,
+)
 from seedkit.training.recipes import build_transformer, build_transformer_trainer, build_vae, export_model
 
 
@@ -111,6 +116,40 @@ def test_packed_objective_matches_padded_objective():
     with torch.no_grad():  # and the first-frame condition matters
         no_i2v = FlowMatchingObjective(TaskConfig(i2v_probability=0.0, text_dropout=0.0), empty, 9)
         assert not torch.equal(no_i2v(model, padded, torch.Generator().manual_seed(1)).loss, loss_padded)
+
+
+def test_foreground_weight_is_one_on_flat_background_and_peaks_on_the_object():
+    latents = torch.full((1, 4, 2, 6, 6), 0.3)
+    latents[0, :, 0, 1:3, 1:3] = 1.3  # a 2x2 object in frame 0, a half-strength one in frame 1
+    latents[0, :, 1, 4, 4] = 0.8
+    weight = foreground_loss_weight(latents, strength=4.0)
+    assert weight.shape == (1, 1, 2, 6, 6)
+    expected = torch.ones(1, 1, 2, 6, 6)
+    expected[0, 0, 0, 1:3, 1:3] = 5.0
+    expected[0, 0, 1, 4, 4] = 5.0  # relative to its own frame's farthest position
+    torch.testing.assert_close(weight, expected)
+    torch.testing.assert_close(foreground_loss_weight(torch.zeros(1, 4, 1, 3, 3), 4.0), torch.ones(1, 1, 1, 3, 3))
+
+
+def test_foreground_weighted_objective_packed_matches_padded_and_changes_the_loss():
+    torch.manual_seed(0)
+    model = TransformerTrainingWrapper(build_transformer(load_config(None, ["model.flavor=debug"]))).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    empty = {"text": torch.randn(1, 32)}
+    latents, text = torch.zeros(8, 3, 2, 4), torch.randn(5, 32)
+    latents[:, :, 0, 1] = 2.0
+    padded = {"latents": latents.unsqueeze(0), "text": text.unsqueeze(0), "text_mask": torch.ones(1, 5)}
+    packed = {"latents": [latents], "text": [text]}
+    weighted = FlowMatchingObjective(TaskConfig(text_dropout=0.0, foreground_weight=4.0), empty, 9)
+    plain = FlowMatchingObjective(TaskConfig(text_dropout=0.0), empty, 9)
+    with torch.no_grad():
+        loss_padded = weighted(model, padded, torch.Generator().manual_seed(1)).loss
+        loss_packed = weighted(model, packed, torch.Generator().manual_seed(1)).loss
+        loss_plain = plain(model, padded, torch.Generator().manual_seed(1)).loss
+    torch.testing.assert_close(loss_packed, loss_padded, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(loss_padded, loss_plain)
 
 
 def test_resolution_shift_draws_noisier_levels_for_longer_sequences():
