@@ -737,6 +737,7 @@ def detect_scene(
                     config,
                 )
             ]
+            if obj is not None
         ]
         shots.append(DetectedShot(start_frame=start, num_frames=end - start, objects=objects))
 
@@ -767,8 +768,9 @@ def _read_object(
     zoom: float,
     min_side: int,
     config: DetectorConfig,
-) -> DetectedObject:
-    """Shape, size, track, motion and bounces of colour ``slot`` within one shot (``alphas`` ``[C, T, H, W]``)."""
+) -> DetectedObject | None:
+    """Shape, size, track, motion and bounces of colour ``slot`` within one shot (``alphas`` ``[C, T, H, W]``);
+    ``None`` when the colour has no coverage on any frame of the shot."""
     alpha = alphas[slot]  # [T, H, W]
     num_frames = alpha.shape[0]
     support = alpha > config.support_alpha
@@ -782,8 +784,12 @@ def _read_object(
     # Tracked wherever enough of it shows, even as a sliver without interior pixels (half hidden small shapes).
     visible = presence[slot] | (areas >= max(2.0, config.track_area_fraction * areas.max(initial=0.0)))
 
-    # Count separate blobs of this colour on the frame where it is largest.
-    best_frame = int(np.argmax(np.where(visible, areas + (~touching) * areas.max(initial=0.0) * 10, -1)))
+    # Count separate blobs of this colour on the frame where it is largest. A frame can hold the colour's core
+    # pixels (presence) and still no coverage once unmixed (a generated clip's colour fringe): never pick it.
+    has_area = visible & (areas > 0)
+    if not has_area.any():
+        return None
+    best_frame = int(np.argmax(np.where(has_area, areas + (~touching) * areas.max(initial=0.0) * 10, -1)))
     labels, count = connected_components(support[best_frame] & (alpha[best_frame] > 0.5))
     if count > 1:
         sizes = np.bincount(labels[labels >= 0])

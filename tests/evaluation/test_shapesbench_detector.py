@@ -7,6 +7,7 @@ import pytest
 from evaluation.shapesbench.audio import detect_audio_events, detect_onsets
 from evaluation.shapesbench.detector import (
     DetectorConfig,
+    _read_object,
     connected_components,
     detect_scene,
     fit_shape,
@@ -63,6 +64,27 @@ def test_template_fit_recovers_centre_and_radius_exactly():
         assert fits[0].shape == shape
         assert abs(fits[0].center_x - 21.3) < 0.05 and abs(fits[0].center_y - 17.6) < 0.05
         assert abs(fits[0].radius - 9.0) < 0.1
+
+
+def test_frame_with_core_pixels_but_no_unmixed_coverage_is_never_the_reference_frame():
+    """A generated clip can hold a colour's core pixels on a frame whose unmixed coverage is empty (measured on a
+    real generation); that frame used to win the reference-frame choice and crash the shape fit."""
+    height = width = 48
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    num_frames = 5
+    alphas = np.zeros((1, num_frames, height, width), np.float32)
+    for frame in range(num_frames - 1):
+        center = np.array([12.0 + 4 * frame], np.float32)
+        alphas[0, frame] = render_coverage(
+            "square", center, np.array([24.0], np.float32), np.array([6.0], np.float32), xs, ys
+        )[0]
+    presence = np.ones((1, num_frames), bool)  # the last frame is "present" with zero coverage
+    unexplained = np.zeros((num_frames, height, width), bool)
+    obj = _read_object("red", 0, alphas, unexplained, presence, 0, 1.0, height, DetectorConfig())
+    assert obj is not None and obj.shape == "square" and obj.motion == "right"
+    assert (
+        _read_object("red", 0, np.zeros_like(alphas), unexplained, presence, 0, 1.0, height, DetectorConfig()) is None
+    )
 
 
 def test_partly_hidden_square_is_still_a_square():
