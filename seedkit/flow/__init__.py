@@ -7,7 +7,7 @@ from 1 to 0, and the transformer's timestep input is `sigma * 1000`.
 
 from seedkit.flow.conditioning import first_frame_condition, frame_condition
 from seedkit.flow.guidance import classifier_free_guidance, rescale_guidance
-from seedkit.flow.loss import FlowLossOutput, flow_matching_loss
+from seedkit.flow.loss import FlowLossOutput, flow_matching_loss, temporal_difference_loss
 from seedkit.flow.path import PathSample, expand_sigma, sample_path, velocity_to_noise, velocity_to_x0
 from seedkit.flow.solvers import SolverStep, sample_euler, sample_heun
 from seedkit.flow.timesteps import (
@@ -38,6 +38,7 @@ __all__ = [
     "resolution_shift",
     "flow_sigmas",
     "FlowLossOutput",
+    "temporal_difference_loss",
     "flow_matching_loss",
     "classifier_free_guidance",
     "rescale_guidance",

@@ -118,6 +118,10 @@ class TaskConfig:
     # frame's median, relative to the frame's farthest), so small objects on flat backgrounds count more than the
     # few latent positions they cover would give them. 0 keeps the plain mean.
     foreground_weight: float = 0.0
+    # > 0: add this times the MSE of the velocity error's frame-to-frame changes
+    # (seedkit.flow.temporal_difference_loss), which weighs errors that differ between frames (wrong motion,
+    # jumps) more than ones every frame shares.
+    temporal_difference_weight: float = 0.0
 
 
 @dataclass

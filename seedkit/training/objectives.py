@@ -9,7 +9,9 @@ One batch of cached latents becomes a mix of tasks:
 * images (``F = 1``) are text-to-image examples.
 
 The loss is :func:`seedkit.flow.flow_matching_loss` on the velocity ``noise - x_0`` at a noise level drawn by a
-:mod:`seedkit.flow` timestep sampler. All randomness comes from the trainer's generator.
+:mod:`seedkit.flow` timestep sampler, optionally weighted towards foreground positions (``foreground_weight``) and
+plus ``temporal_difference_weight`` times :func:`seedkit.flow.temporal_difference_loss`.
+All randomness comes from the trainer's generator.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ import torch
 from torch import nn
 
 from seedkit.data.packing import num_tokens
-from seedkit.flow import flow_matching_loss, get_timestep_sampler, resolution_shift, sample_path, shift_sigmas
+from seedkit.flow import (
+    flow_matching_loss,
+    get_timestep_sampler,
+    resolution_shift,
+    sample_path,
+    shift_sigmas,
+    temporal_difference_loss,
+)
 from seedkit.flow.conditioning import frame_condition
 
 from .config import TaskConfig
@@ -111,6 +120,16 @@ class FlowMatchingObjective:
         use_i2v = torch.rand(batch_size, generator=generator, device=device) < self.task.i2v_probability
         return sigma, drop_text, use_i2v
 
+    def _loss(self, prediction: torch.Tensor, target: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Flow-matching MSE plus the optional temporal-difference term, for ``[B, C, F, H, W]`` tensors."""
+        strength = self.task.foreground_weight
+        weight = foreground_loss_weight(latents, strength) if strength else None
+        loss = flow_matching_loss(prediction, target, mask=weight).loss
+        if self.task.temporal_difference_weight:
+            difference = temporal_difference_loss(prediction, target, mask=weight).loss
+            loss = loss + self.task.temporal_difference_weight * difference
+        return loss
+
     def __call__(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
         if isinstance(batch["latents"], list):
             return self._packed(model, batch, generator)
@@ -147,8 +166,7 @@ class FlowMatchingObjective:
             pooled_projections=pooled,
             condition=condition,
         )
-        weight = foreground_loss_weight(latents, self.task.foreground_weight) if self.task.foreground_weight else None
-        loss = flow_matching_loss(prediction, path.target, mask=weight).loss
+        loss = self._loss(prediction, path.target, latents)
         tokens = latents[0, 0].numel() * batch_size
         return StepOutput(
             loss=loss,
@@ -185,13 +203,8 @@ class FlowMatchingObjective:
             pooled_projections=pooled,
             condition=conditions or None,
         )
-        strength = self.task.foreground_weight
         per_sample = [
-            flow_matching_loss(
-                prediction.unsqueeze(0),
-                target.unsqueeze(0),
-                mask=foreground_loss_weight(sample.unsqueeze(0), strength) if strength else None,
-            ).loss
+            self._loss(prediction.unsqueeze(0), target.unsqueeze(0), sample.unsqueeze(0))
             for prediction, target, sample in zip(predictions, targets, latents)
         ]
         return StepOutput(

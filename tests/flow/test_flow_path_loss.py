@@ -16,6 +16,7 @@ from seedkit.flow import (
     resolution_shift_mu,
     sample_path,
     shift_sigmas,
+    temporal_difference_loss,
     time_shift,
     velocity_to_noise,
     velocity_to_x0,
@@ -87,6 +88,39 @@ def test_loss_weighting_and_mask():
     torch.testing.assert_close(masked.per_sample, torch.tensor([1.0, 4.0]))
     with pytest.raises(ValueError, match="same shape"):
         flow_matching_loss(prediction, target[:1])
+
+
+def test_temporal_difference_loss_closed_forms():
+    target = torch.randn(3, 2, 4, 3, 3)
+    error = torch.zeros(3, 2, 4, 3, 3)
+    error[0] = 0.7  # the same error on every frame: no temporal change
+    error[1, :, 1::2] = 0.5  # alternating 0, 0.5: every change is 0.5
+    error[1, :, 0::2] = 0.0
+    error[2] = torch.arange(4.0).view(1, 4, 1, 1) * 0.2  # a ramp: every change is 0.2
+    output = temporal_difference_loss(target + error, target)
+    torch.testing.assert_close(output.per_sample, torch.tensor([0.0, 0.25, 0.04]))
+    torch.testing.assert_close(output.loss, torch.tensor(0.29 / 3))
+    # A change is weighted by the mean of its two frames' weights: only the change into frame 3 counts here.
+    mask = torch.zeros(3, 1, 4, 1, 1)
+    mask[:, :, 3] = 2.0
+    masked = temporal_difference_loss(target + error, target, mask=mask)
+    torch.testing.assert_close(masked.per_sample, torch.tensor([0.0, 0.25, 0.04]))
+    mask[1, :, 3] = 0.0  # a sample whose weights are all zero contributes 0
+    torch.testing.assert_close(
+        temporal_difference_loss(target + error, target, mask=mask).per_sample[1], torch.tensor(0.0)
+    )
+
+
+def test_temporal_difference_loss_is_zero_for_images_and_checks_shapes():
+    prediction = torch.randn(2, 4, 1, 3, 3, requires_grad=True)
+    output = temporal_difference_loss(prediction, torch.randn(2, 4, 1, 3, 3))
+    assert output.loss.item() == 0.0 and output.per_sample.tolist() == [0.0, 0.0]
+    output.loss.backward()  # still part of the graph, so a mixed image/video step backpropagates
+    assert torch.equal(prediction.grad, torch.zeros_like(prediction))
+    with pytest.raises(ValueError, match="same shape"):
+        temporal_difference_loss(torch.zeros(1, 1, 2, 1, 1), torch.zeros(1, 1, 3, 1, 1))
+    with pytest.raises(ValueError, match=r"\[B, C, F, H, W\]"):
+        temporal_difference_loss(torch.zeros(2, 3), torch.zeros(2, 3))
 
 
 def test_classifier_free_guidance_and_rescale():

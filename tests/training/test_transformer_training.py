@@ -62,8 +62,9 @@ def test_bucketed_training_exports_ema_transformer(tmp_path, data_dirs):
         torch.testing.assert_close(reloaded.state_dict()[name.removeprefix("transformer.")], tensor)
     # the exported pair loads into the text-to-video pipeline, and the VAE is the one the cache was built with
     name = (final / "text_encoder_name.txt").read_text().strip()
-    pipe = SeedkitTextToVideoPipeline(**assemble_components(final / "transformer", final / "vae", name),
-                                      text_encoder_name=name)
+    pipe = SeedkitTextToVideoPipeline(
+        **assemble_components(final / "transformer", final / "vae", name), text_encoder_name=name
+    )
     for key, tensor in build_vae(trainer_config).state_dict().items():
         assert torch.equal(pipe.vae.state_dict()[key], tensor), key
     video = pipe("a red circle", height=16, width=16, num_frames=5, num_inference_steps=2, output_type="pt").frames
@@ -131,7 +132,15 @@ def test_foreground_weight_is_one_on_flat_background_and_peaks_on_the_object():
     torch.testing.assert_close(foreground_loss_weight(torch.zeros(1, 4, 1, 3, 3), 4.0), torch.ones(1, 1, 1, 3, 3))
 
 
-def test_foreground_weighted_objective_packed_matches_padded_and_changes_the_loss():
+@pytest.mark.parametrize(
+    "loss_terms",
+    [
+        {"foreground_weight": 4.0},
+        {"temporal_difference_weight": 2.0},
+        {"foreground_weight": 4.0, "temporal_difference_weight": 2.0},
+    ],
+)
+def test_weighted_objectives_packed_match_padded_and_change_the_loss(loss_terms):
     torch.manual_seed(0)
     model = TransformerTrainingWrapper(build_transformer(load_config(None, ["model.flavor=debug"]))).eval()
     with torch.no_grad():
@@ -142,7 +151,7 @@ def test_foreground_weighted_objective_packed_matches_padded_and_changes_the_los
     latents[:, :, 0, 1] = 2.0
     padded = {"latents": latents.unsqueeze(0), "text": text.unsqueeze(0), "text_mask": torch.ones(1, 5)}
     packed = {"latents": [latents], "text": [text]}
-    weighted = FlowMatchingObjective(TaskConfig(text_dropout=0.0, foreground_weight=4.0), empty, 9)
+    weighted = FlowMatchingObjective(TaskConfig(text_dropout=0.0, **loss_terms), empty, 9)
     plain = FlowMatchingObjective(TaskConfig(text_dropout=0.0), empty, 9)
     with torch.no_grad():
         loss_padded = weighted(model, padded, torch.Generator().manual_seed(1)).loss
