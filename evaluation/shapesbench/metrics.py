@@ -1,7 +1,8 @@
 """ShapesBench metrics: a detected scene scored against the prompt's ground truth.
 
-Every metric is a number in [0, 1] (accuracies) or a physical quantity (PSNR in dB, offsets in ms), or ``None``
-when it does not apply to the item (motion for an image, consistency for a single shot, audio for a silent task).
+Every metric is a number in [0, 1] (accuracies and shares) or a physical quantity (PSNR in dB, offsets in ms), or
+``None`` when it does not apply to the item (motion for an image, consistency for a single shot, audio for a silent
+task).
 Objects are matched by colour: ShapesWorld draws every colour at most once per clip, so the colour names the subject.
 """
 
@@ -20,7 +21,9 @@ from .detector import DetectedScene
 # A visual bounce is paired with the nearest same-colour tone within this many ms (larger: no pairing).
 AV_PAIR_WINDOW_MS = 500.0
 
-ACCURACY_METRICS = ("color", "shape", "size", "count", "motion", "consistency", "pitch_color")
+ACCURACY_METRICS = (
+    "color", "shape", "size", "count", "motion", "persistence", "continuity", "consistency", "pitch_color"
+)
 METRIC_NAMES = ACCURACY_METRICS + ("first_frame_psnr", "av_offset_ms")
 # Whether a larger value is better, for reports.
 HIGHER_IS_BETTER = {name: True for name in ACCURACY_METRICS} | {"first_frame_psnr": True, "av_offset_ms": False}
@@ -97,6 +100,32 @@ def score_objects(detected: DetectedScene, truth: Scene, with_motion: bool) -> I
     return ItemScore(metrics, {"objects": objects_detail, "unexpected_objects": extra, "carried_subjects": carried})
 
 
+def score_temporal(detected: DetectedScene, truth: Scene) -> ItemScore:
+    """Whether what a video draws stays the same things from frame to frame (ShapesWorld's analogue of VBench's
+    subject consistency and temporal flickering; a model can fail them while getting every first frame right).
+
+    * ``persistence``: per ground-truth object, the share of its shot's frames in which an object of its colour is
+      seen (0 when none is found): an object that fades out or changes colour halfway scores about 0.5.
+    * ``continuity``: the share of frame transitions inside the ground truth's shots that the detector does not
+      read as a cut (a colour appearing or vanishing in the open, a velocity jump away from any wall, a size jump):
+      a generation that flickers, teleports or swaps objects loses one transition per glitch.
+    """
+    persistence = []
+    for shot_detected, shot_truth in zip(detected.shots, truth.shots):
+        found = {obj.color: obj for obj in shot_detected.objects}
+        for obj in shot_truth.objects:
+            match = found.get(obj.color)
+            persistence.append(0.0 if match is None else match.visible_frames / shot_truth.num_frames)
+    boundaries = set(truth.shot_boundaries)
+    transitions = [frame for frame in range(1, truth.num_frames) if frame not in boundaries]
+    spurious = set(detected.cut_frames) - boundaries
+    continuity = 1.0 - len(spurious) / len(transitions) if transitions else None
+    return ItemScore(
+        {"persistence": _mean(persistence), "continuity": continuity},
+        {"spurious_cuts": sorted(spurious)},
+    )
+
+
 def detected_bounces(detected: DetectedScene, fps: float) -> list[tuple[float, str]]:
     """Visual bounces of the clip as ``(time_s, colour)``: the frame nearest each wall contact, over ``fps``."""
     return sorted(
@@ -161,6 +190,10 @@ def score_item(
     score = score_objects(detected, truth, with_motion=task != "t2i")
     metrics = {name: None for name in METRIC_NAMES} | score.metrics
     details = dict(score.details)
+    if task != "t2i":
+        temporal = score_temporal(detected, truth)
+        metrics.update(temporal.metrics)
+        details.update(temporal.details)
     if task == "i2v":
         if conditioning_image is None or first_frame is None:
             raise ValueError("an i2v item needs the conditioning image and the generated first frame for PSNR")

@@ -18,6 +18,8 @@ METRIC_LABELS = {
     "size": "size accuracy",
     "count": "count accuracy",
     "motion": "motion accuracy",
+    "persistence": "object persistence",
+    "continuity": "temporal continuity",
     "consistency": "multi-shot consistency",
     "pitch_color": "pitch-to-colour accuracy",
     "first_frame_psnr": "first-frame PSNR (dB)",

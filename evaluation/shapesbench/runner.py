@@ -306,7 +306,7 @@ def aggregate(records: Sequence[ItemRecord]) -> dict[str, Any]:
 def _applicable(task: str) -> set[str]:
     names = {"color", "shape", "size", "count"}
     if task != "t2i":
-        names |= {"motion", "consistency"}
+        names |= {"motion", "persistence", "continuity", "consistency"}
     if task == "t2av":
         names |= {"pitch_color"}
     return names

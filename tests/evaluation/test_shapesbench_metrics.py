@@ -36,7 +36,27 @@ def test_matching_clip_scores_one():
     truth = _scene([RED_CIRCLE])
     metrics = _score(truth, truth).metrics
     assert metrics["color"] == metrics["shape"] == metrics["size"] == metrics["count"] == metrics["motion"] == 1.0
+    assert metrics["persistence"] == metrics["continuity"] == 1.0
     assert metrics["consistency"] is None and metrics["first_frame_psnr"] is None and metrics["av_offset_ms"] is None
+
+
+def test_object_vanishing_halfway_loses_persistence_and_one_transition():
+    truth = _scene([RED_CIRCLE])
+    clip = render_scene(truth)
+    frames = clip.frames.copy()
+    frames[9:] = frames[9:, :1, :1]  # from frame 9 on, every pixel is the background's (the corner pixel)
+    detected = detect_scene(frames, shot_starts=[0], zooms=[1.0])
+    score = score_item(detected, truth, "t2v")
+    assert score.metrics["color"] == 1.0  # found, in the first half
+    assert score.metrics["persistence"] == pytest.approx(9 / 17)
+    assert score.metrics["continuity"] == pytest.approx(1 - 1 / 16)
+    assert score.details["spurious_cuts"] == [9]
+
+
+def test_images_have_no_temporal_metrics():
+    truth = _scene([{"shape": "circle", "color": "red", "size": "large", "motion": "still"}], num_frames=1)
+    metrics = _score(truth, truth, task="t2i").metrics
+    assert metrics["color"] == 1.0 and metrics["persistence"] is None and metrics["continuity"] is None
 
 
 def test_blue_square_asked_for_red_circle_scores_zero_on_colour_and_shape():
