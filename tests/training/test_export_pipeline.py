@@ -1,0 +1,48 @@
+"""recipes/export_pipeline.py: a training run's export becomes a loadable pipeline directory with the asked defaults
+and no trace of the run's local paths."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seedkit.pipelines.base import build_components
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes"))
+from export_pipeline import export_pipeline  # noqa: E402
+
+from seedkit.pipelines import SeedkitTextToVideoPipeline  # noqa: E402
+
+
+def test_export_writes_a_pipeline_with_defaults_and_without_local_paths(tmp_path):
+    run_dir = tmp_path / "run" / "final"
+    components = build_components("debug")
+    components["transformer"].save_pretrained(run_dir / "transformer")
+    components["vae"].save_pretrained(run_dir / "vae")
+    (run_dir / "text_encoder_name.txt").write_text("t5-tiny\n")
+    out = export_pipeline(run_dir, tmp_path / "model", height=32, width=48, num_frames=9, shift=2.0)
+    for component in ("transformer", "vae"):
+        config = json.loads((out / component / "config.json").read_text())
+        assert str(tmp_path) not in json.dumps(config)
+        assert config["_name_or_path"] == component
+    pipe = SeedkitTextToVideoPipeline.from_pretrained(out)
+    assert (pipe.config.default_height, pipe.config.default_width, pipe.config.default_num_frames) == (32, 48, 9)
+    assert pipe.scheduler.config.shift == 2.0
+    generator = torch.Generator().manual_seed(0)
+    frames = pipe("a red circle", num_inference_steps=1, output_type="latent", generator=generator)
+    assert frames.frames.shape[2:] == (3, 4, 6)  # 9 frames -> 3 latent frames; 32 x 48 px -> 4 x 6 latents
+
+
+def test_export_refuses_defaults_the_model_cannot_generate(tmp_path):
+    run_dir = tmp_path / "final"
+    components = build_components("debug")
+    components["transformer"].save_pretrained(run_dir / "transformer")
+    components["vae"].save_pretrained(run_dir / "vae")
+    (run_dir / "text_encoder_name.txt").write_text("t5-tiny\n")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        export_pipeline(run_dir, tmp_path / "model", height=24, width=32, num_frames=9)
+    with pytest.raises(ValueError, match="num_frames=8"):
+        export_pipeline(run_dir, tmp_path / "model", height=32, width=32, num_frames=8)
+    assert not (tmp_path / "model").exists()
