@@ -48,3 +48,20 @@ def test_default_vae_keeps_object_colour_and_size(tmp_path):
     metrics = report.summary["metrics"]
     assert report.summary["failed"] == 0
     assert metrics["color"] >= 0.75 and metrics["size"] >= 0.6, metrics
+
+
+def test_model_card_describes_the_bundled_weights():
+    """The card's scores belong to specific weights: it names each weight file's sha256, so weights that change
+    without the card (or a card updated without its weights, as happened once) fail here."""
+    import hashlib
+
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text(encoding="utf-8")
+    weight_files = sorted(DEFAULT_MODEL_DIR.rglob("*.safetensors"))
+    assert weight_files
+    for path in weight_files:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        relative = path.relative_to(DEFAULT_MODEL_DIR).as_posix()
+        assert f"| `{relative}` | `{digest}` |" in card, (
+            f"the model card does not list {relative} with sha256 {digest}: update the card's scores and its file "
+            f"table together with the weights"
+        )
