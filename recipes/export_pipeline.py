@@ -47,15 +47,7 @@ def export_pipeline(
         max_sequence_length=TEXT_ENCODERS[text_encoder_name].max_sequence_length,
         text_encoder_name=text_encoder_name,
     )
-    for name, value in (("height", height), ("width", width)):
-        if value <= 0 or value % pipeline.size_multiple:
-            raise ValueError(
-                f"default {name}={value} is not a size this model generates: use a positive multiple of "
-                f"{pipeline.size_multiple} (VAE compression x transformer patch)"
-            )
-    if num_frames < 1 or (num_frames - 1) % pipeline.vae_temporal_compression:
-        raise ValueError(f"default num_frames={num_frames} is not a count this VAE decodes; valid: "
-                         f"{pipeline.valid_num_frames()} ...")
+    pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
     # from_pretrained records where each component was loaded from (the run's local paths); a published model
     # names each component by its folder instead.
     for name in ("transformer", "vae"):

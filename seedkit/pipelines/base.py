@@ -270,6 +270,24 @@ class SeedkitPipelineBase(DiffusionPipeline):
             return list(prompt)
         raise ValueError(f"{name} must be a string or a list of strings; got {type(prompt).__name__}")
 
+    def check_geometry(self, height: int, width: int, num_frames: int) -> None:
+        """Raise a ValueError naming the valid values unless this model can generate ``num_frames`` x ``height`` x
+        ``width``."""
+        multiple = self.size_multiple
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % multiple:
+                raise ValueError(
+                    f"{name}={value} must be a positive multiple of {multiple} (VAE spatial compression "
+                    f"{self.vae_spatial_compression} x transformer patch size); e.g. "
+                    f"{[multiple * k for k in range(1, 5)]}"
+                )
+        temporal = self.vae_temporal_compression
+        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % temporal:
+            raise ValueError(
+                f"num_frames={num_frames} is not 1 + {temporal}k; valid frame counts are "
+                f"{', '.join(map(str, self.valid_num_frames(6)))}, ..."
+            )
+
     def check_inputs(
         self,
         prompt: list[str] | None,
@@ -310,20 +328,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
                 f"negative_prompt_embeds has batch {negative_prompt_embeds.hidden_states.shape[0]}, prompts have "
                 f"{batch_size}; they must match"
             )
-        multiple = self.size_multiple
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value <= 0 or value % multiple:
-                raise ValueError(
-                    f"{name}={value} must be a positive multiple of {multiple} (VAE spatial compression "
-                    f"{self.vae_spatial_compression} x transformer patch size); e.g. "
-                    f"{[multiple * k for k in range(1, 5)]}"
-                )
-        temporal = self.vae_temporal_compression
-        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % temporal:
-            raise ValueError(
-                f"num_frames={num_frames} is not 1 + {temporal}k; valid frame counts are "
-                f"{', '.join(map(str, self.valid_num_frames(6)))}, ..."
-            )
+        self.check_geometry(height, width, num_frames)
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"unknown output_type {output_type!r}; valid values: {', '.join(OUTPUT_TYPES)}")
         if callback_on_step_end_tensor_inputs is not None:
