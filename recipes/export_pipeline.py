@@ -2,12 +2,14 @@
 in `seedkit/default_model` is made).
 
     python recipes/export_pipeline.py runs/shapes-tiny/final --out seedkit/default_model
+    python recipes/export_pipeline.py runs/shapes-tiny/checkpoints/step-00003000 --out models/step3000
 
 `recipes/train.py` writes `<output_dir>/final/{transformer,vae,text_encoder_name.txt}`; this script assembles them with
 the text encoder and a flow-matching scheduler into one `SeedkitTextToVideoPipeline` directory that every seedkit
 pipeline (T2I, T2V, I2V) and `seedkit generate` load. Text encoders whose weights an installed package ships (MiniLM)
 are stored by name only, which keeps the directory small. The directory is written next to the target and renamed,
-so a reader never sees half of it.
+so a reader never sees half of it. A checkpoint directory exports its EMA weights (see
+`seedkit.training.recipes.export_checkpoint`), for picking a step other than the run's last.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -27,7 +30,13 @@ def export_pipeline(
     from seedkit.models.text_encoders import TEXT_ENCODERS
     from seedkit.pipelines import SeedkitTextToVideoPipeline
     from seedkit.pipelines.base import assemble_components
+    from seedkit.training.checkpoint import CHECKSUM_FILE
+    from seedkit.training.recipes import export_checkpoint
 
+    if (run_dir / CHECKSUM_FILE).is_file():
+        with tempfile.TemporaryDirectory(prefix="export-") as exported:
+            final = export_checkpoint(run_dir, Path(exported) / "final")
+            return export_pipeline(final, out_dir, height, width, num_frames, shift)
     name_file = run_dir / "text_encoder_name.txt"
     if not name_file.exists():
         raise FileNotFoundError(f"{name_file} is missing: pass the 'final' directory that recipes/train.py exports")
@@ -62,7 +71,9 @@ def export_pipeline(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="the 'final' directory written by recipes/train.py")
+    parser.add_argument(
+        "run_dir", type=Path, help="the 'final' directory written by recipes/train.py, or one of its checkpoints"
+    )
     parser.add_argument("--out", type=Path, required=True, help="pipeline directory to write")
     parser.add_argument("--height", type=int, default=64, help="default height of generated samples")
     parser.add_argument("--width", type=int, default=64, help="default width of generated samples")

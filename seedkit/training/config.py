@@ -8,8 +8,10 @@ section by section. Unknown keys are errors that list the valid keys, so a typo 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -252,3 +254,36 @@ def to_flat_dict(config: Any, prefix: str = "") -> dict[str, Any]:
         else:
             flat[key] = str(value)
     return flat
+
+
+def from_flat_dict(cls: type[ConfigT], flat: dict[str, Any]) -> ConfigT:
+    """Rebuild ``cls`` from :func:`to_flat_dict`'s output (as a checkpoint's ``run_config`` stores it).
+
+    ``to_flat_dict`` writes lists, dicts and ``None`` as their Python text; fields whose type is not plain ``str`` get
+    that text parsed back, so ``from_flat_dict(cls, to_flat_dict(config)) == config``.
+    """
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *sections, name = dotted.split(".")
+        owner: Any = cls
+        node = nested
+        for section in sections:
+            owner = typing.get_type_hints(owner)[section]
+            node = node.setdefault(section, {})
+        hint = typing.get_type_hints(owner).get(name)
+        if isinstance(value, str) and hint is not None and hint is not str:
+            value = _parse_flat_text(value, hint, dotted)
+        node[name] = value
+    return from_dict(cls, nested)
+
+
+def _parse_flat_text(text: str, hint: Any, key: str) -> Any:
+    allows_none = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    if text == "None" and allows_none:
+        return None
+    if allows_none and str in typing.get_args(hint):  # an optional string that is set
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError) as error:
+        raise ValueError(f"flat config key {key}={text!r} is not a Python literal of type {hint}") from error

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -21,7 +22,8 @@ from seedkit.data.manifest import Manifest
 from seedkit.data.packing import PackedBatchSampler
 from seedkit.models import flavors
 
-from .config import RecipeConfig, to_flat_dict
+from .checkpoint import read_checkpoint
+from .config import RecipeConfig, from_flat_dict, to_flat_dict
 from .objectives import FlowMatchingObjective, TransformerTrainingWrapper
 from .trainer import Trainer, make_accelerator, seed_everything
 
@@ -183,4 +185,35 @@ def export_model(trainer: Trainer, config: RecipeConfig, out_dir: str | Path) ->
         text_encoder = config.model.text_encoder or flavors.get(config.model.flavor).text_encoder
         (out_dir / "text_encoder_name.txt").write_text(text_encoder + "\n", encoding="utf-8")
     trainer.accelerator.wait_for_everyone()
+    return out_dir
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
+    """Write any checkpoint of a transformer run in :func:`export_model`'s layout, without its data or a trainer.
+
+    The checkpoint's ``run_config`` names the flavor, the starting weights and the VAE, so a checkpoint picked
+    mid-run (to compare it with the final one, or because a later one overfits) exports exactly as the run's own end
+    would have. ``use_ema``: the EMA weights when the checkpoint has them, else the raw weights.
+    """
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    payload = read_checkpoint(checkpoint)
+    if "run_config" not in payload.json or "model" not in payload.tensors:
+        raise ValueError(f"{checkpoint} is not a checkpoint of recipes/train.py (no run_config or model weights)")
+    config = from_flat_dict(RecipeConfig, payload.json["run_config"])
+    state = payload.tensors["ema"] if use_ema and "ema" in payload.tensors else payload.tensors["model"]
+    if config.model.vae_path and not Path(config.model.vae_path).exists():
+        raise FileNotFoundError(
+            f"{checkpoint} was trained on latents of the VAE at {config.model.vae_path}, which does not exist here; "
+            "run the export where the run's paths resolve (relative paths are read from the working directory)"
+        )
+    # The flavor fixes the architecture (a fine-tune's starting weights were checked against it), so the starting
+    # weights need not exist any more.
+    architecture = dataclasses.replace(config, model=dataclasses.replace(config.model, transformer_path=None))
+    transformer = build_transformer(architecture)
+    weights = {name.removeprefix("transformer."): tensor for name, tensor in state.items()}
+    transformer.load_state_dict({**transformer.state_dict(), **weights})
+    transformer.save_pretrained(out_dir / "transformer", safe_serialization=True)
+    build_vae(config).save_pretrained(out_dir / "vae", safe_serialization=True)
+    text_encoder = config.model.text_encoder or flavors.get(config.model.flavor).text_encoder
+    (out_dir / "text_encoder_name.txt").write_text(text_encoder + "\n", encoding="utf-8")
     return out_dir

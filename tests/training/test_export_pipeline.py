@@ -47,3 +47,28 @@ def test_export_refuses_defaults_the_model_cannot_generate(run_dir, tmp_path):
     with pytest.raises(ValueError, match="num_frames=8 is not 1 \\+ 4k"):
         export_pipeline(run_dir, tmp_path / "model", height=32, width=32, num_frames=8)
     assert not (tmp_path / "model").exists()
+
+
+def test_a_checkpoint_exports_its_ema_weights(tmp_path):
+    from seedkit.training.checkpoint import CheckpointPayload, save_checkpoint
+    from seedkit.training.config import load_config, to_flat_dict
+    from seedkit.training.recipes import build_transformer
+
+    config = load_config(None, ["model.flavor=debug", "train.seed=3"])
+    raw = build_transformer(config)
+    ema = {f"transformer.{name}": tensor + 1.0 for name, tensor in raw.state_dict().items()}
+    payload = CheckpointPayload(
+        tensors={"model": {f"transformer.{name}": t for name, t in raw.state_dict().items()}, "ema": ema},
+        json={"run_config": to_flat_dict(config)},
+    )
+    checkpoint = save_checkpoint(tmp_path / "run" / "checkpoints", 7, payload)
+    out = export_pipeline(checkpoint, tmp_path / "model", height=32, width=32, num_frames=9)
+    pipe = SeedkitTextToVideoPipeline.from_pretrained(out)
+    for name, tensor in pipe.transformer.state_dict().items():
+        assert torch.equal(tensor, ema[f"transformer.{name}"]), name
+    assert pipe.config.text_encoder_name == "t5-tiny"
+    # the debug VAE at random init is rebuilt from the run's seed, as the run built it
+    from seedkit.training.recipes import build_vae
+
+    for name, tensor in build_vae(config).state_dict().items():
+        assert torch.equal(pipe.vae.state_dict()[name], tensor), name

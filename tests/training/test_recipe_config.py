@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from seedkit.models import flavors
-from seedkit.training.config import RecipeConfig, VAERecipeConfig, load_config, to_flat_dict
+from seedkit.training.config import RecipeConfig, VAERecipeConfig, from_flat_dict, load_config, to_flat_dict
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -49,3 +49,21 @@ def test_shipped_recipes_parse(path):
 def test_accelerate_configs_are_valid_yaml(path):
     data = yaml.safe_load(path.read_text())
     assert data["distributed_type"] in ("NO", "MULTI_GPU", "FSDP") and data["num_processes"] >= 1
+
+
+def test_flat_dict_round_trips_lists_dicts_none_and_paths():
+    config = load_config(
+        RECIPES / "shapes-tiny.yaml",
+        [
+            "model.transformer={num_dual_layers: 2}",
+            "model.transformer_path=runs/base/transformer",
+            "data.sizes=[[96, 96], [64, 96]]",
+            "data.frames=[9, 17]",
+        ],
+    )
+    flat = to_flat_dict(config)
+    assert flat["model.text_encoder"] == "None" and flat["data.sizes"] == "[[96, 96], [64, 96]]"
+    assert from_flat_dict(RecipeConfig, flat) == config
+    assert from_flat_dict(VAERecipeConfig, to_flat_dict(VAERecipeConfig())) == VAERecipeConfig()
+    with pytest.raises(ValueError, match="data.sizes"):
+        from_flat_dict(RecipeConfig, {**flat, "data.sizes": "[[96, 96"})

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as WEIGHTS_NAME
+from safetensors.torch import load_file
 
+from seedkit.training.checkpoint import checkpoint_dir
 from seedkit.training.config import RecipeConfig, TaskConfig, load_config
 from seedkit.training.objectives import (
     FlowMatchingObjective,
@@ -12,7 +15,13 @@ from seedkit.training.objectives import (
     first_frame_condition,
     foreground_loss_weight,
 )
-from seedkit.training.recipes import build_transformer, build_transformer_trainer, build_vae, export_model
+from seedkit.training.recipes import (
+    build_transformer,
+    build_transformer_trainer,
+    build_vae,
+    export_checkpoint,
+    export_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +78,12 @@ def test_bucketed_training_exports_ema_transformer(tmp_path, data_dirs):
         assert torch.equal(pipe.vae.state_dict()[key], tensor), key
     video = pipe("a red circle", height=16, width=16, num_frames=5, num_inference_steps=2, output_type="pt").frames
     assert video.shape == (1, 5, 3, 16, 16) and torch.isfinite(video).all()
+    # the last checkpoint, exported on its own, is the run's own export
+    from_checkpoint = export_checkpoint(checkpoint_dir(trainer.checkpoint_root, 4), tmp_path / "from-checkpoint")
+    for component in ("transformer", "vae"):
+        ours, theirs = (load_file(root / component / WEIGHTS_NAME) for root in (final, from_checkpoint))
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[key], theirs[key]) for key in ours), component
+    assert (from_checkpoint / "text_encoder_name.txt").read_text() == (final / "text_encoder_name.txt").read_text()
 
 
 def test_packed_training_runs_and_resumes_exactly(tmp_path, data_dirs):
