@@ -127,6 +127,20 @@ class TaskConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Samples of fixed prompts at fixed seeds from the EMA weights while training (see seedkit.training.validation)."""
+
+    prompts: list[str] = field(default_factory=list)
+    every: int = 0  # optimizer steps between validations; 0 turns validation off
+    num_inference_steps: int = 20
+    guidance_scale: float = 5.0
+    height: int = 64
+    width: int = 64
+    num_frames: int = 17  # 1 samples images
+    seed: int = 0  # prompt i samples with seed + i
+
+
+@dataclass
 class RecipeConfig:
     name: str = "debug"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -135,6 +149,7 @@ class RecipeConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
 @dataclass

@@ -26,8 +26,14 @@ from .checkpoint import read_checkpoint
 from .config import RecipeConfig, from_flat_dict, to_flat_dict
 from .objectives import FlowMatchingObjective, TransformerTrainingWrapper
 from .trainer import Trainer, make_accelerator, seed_everything
+from .validation import ValidationSampler
 
 BATCHING_MODES = ("bucket", "pack")
+
+
+def text_encoder_name(config: RecipeConfig) -> str:
+    """The recipe's text encoder: ``model.text_encoder``, else its flavor's."""
+    return config.model.text_encoder or flavors.get(config.model.flavor).text_encoder
 
 
 def build_vae(config: RecipeConfig) -> torch.nn.Module:
@@ -100,11 +106,10 @@ def prepare_latent_cache(config: RecipeConfig, accelerator: Accelerator) -> Path
             from seedkit.models.text_encoders import load_text_encoder
 
             manifest = Manifest.read(prepare_clip_manifest(config))
-            text_encoder_name = config.model.text_encoder or flavors.get(config.model.flavor).text_encoder
             build_latent_cache(
                 manifest,
                 build_vae(config),
-                load_text_encoder(text_encoder_name),
+                load_text_encoder(text_encoder_name(config)),
                 cache_dir,
                 batch_size=config.data.cache_batch_size,
                 buckets=BucketSet(config.data.buckets) if config.data.buckets else None,
@@ -144,6 +149,11 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     objective = FlowMatchingObjective(
         config.task, dataset.empty_prompt(), transformer.config.condition_channels, transformer.config.patch_size
     )
+    validation = None
+    if config.validation.every > 0:
+        validation = ValidationSampler(
+            config.validation, build_vae(config), text_encoder_name(config), config.train.output_dir
+        )
     return Trainer(
         config.train,
         config.optim,
@@ -155,6 +165,7 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
         accelerator,
         collate_fn=collate,
         run_config=to_flat_dict(config),
+        step_hooks=[validation] if validation is not None else [],
     )
 
 
@@ -182,8 +193,7 @@ def export_model(trainer: Trainer, config: RecipeConfig, out_dir: str | Path) ->
     export_transformer(trainer, out_dir, use_ema=config.ema.enabled)
     if trainer.accelerator.is_main_process:
         build_vae(config).save_pretrained(out_dir / "vae", safe_serialization=True)
-        text_encoder = config.model.text_encoder or flavors.get(config.model.flavor).text_encoder
-        (out_dir / "text_encoder_name.txt").write_text(text_encoder + "\n", encoding="utf-8")
+        (out_dir / "text_encoder_name.txt").write_text(text_encoder_name(config) + "\n", encoding="utf-8")
     trainer.accelerator.wait_for_everyone()
     return out_dir
 
@@ -214,6 +224,5 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool
     transformer.load_state_dict({**transformer.state_dict(), **weights})
     transformer.save_pretrained(out_dir / "transformer", safe_serialization=True)
     build_vae(config).save_pretrained(out_dir / "vae", safe_serialization=True)
-    text_encoder = config.model.text_encoder or flavors.get(config.model.flavor).text_encoder
-    (out_dir / "text_encoder_name.txt").write_text(text_encoder + "\n", encoding="utf-8")
+    (out_dir / "text_encoder_name.txt").write_text(text_encoder_name(config) + "\n", encoding="utf-8")
     return out_dir

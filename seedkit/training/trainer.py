@@ -26,7 +26,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -142,6 +142,8 @@ class Trainer:
         accelerator: from :func:`make_accelerator`; the batch sampler must already be split for its rank.
         collate_fn: the DataLoader collate function.
         run_config: the whole recipe config, logged as hyper-parameters.
+        step_hooks: called with the trainer on every process after each optimizer step (and its checkpoint), for
+            work such as validation sampling that must not change the training RNG streams.
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class Trainer:
         accelerator: Accelerator,
         collate_fn: Callable | None = None,
         run_config: dict[str, Any] | None = None,
+        step_hooks: Sequence[Callable[["Trainer"], None]] = (),
     ) -> None:
         self.config = config
         self.optim_config = optim
@@ -166,6 +169,7 @@ class Trainer:
         self.collate_fn = collate_fn
         self.state = TrainState()
         self.run_config = dict(run_config or {})
+        self.step_hooks = list(step_hooks)
         self.losses: list[float] = []  # mean loss of every attempted step, in order (used by the resume tests)
         self.checkpoint_root = Path(config.output_dir) / "checkpoints"
 
@@ -301,6 +305,8 @@ class Trainer:
                 self.accelerator.log(metrics, step=self.state.step)
             if self.state.step % self.config.checkpoint_every == 0 or self.state.step == self.config.max_steps:
                 self.save()
+            for hook in self.step_hooks:
+                hook(self)
         progress.close()
         self.accelerator.wait_for_everyone()
         return self.state

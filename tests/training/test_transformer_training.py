@@ -221,3 +221,46 @@ def test_fine_tune_refuses_weights_of_another_architecture(tmp_path):
     wider.save_pretrained(tmp_path / "base")
     with pytest.raises(ValueError, match="num_dual_layers"):
         build_transformer(load_config(None, ["model.flavor=debug", f"model.transformer_path={tmp_path / 'base'}"]))
+
+
+def test_validation_samples_the_ema_weights_without_changing_training(tmp_path, data_dirs):
+    from seedkit.data.video_io import read_video
+    from seedkit.pipelines.base import assemble_components
+    from seedkit.pipelines.text_to_video import SeedkitTextToVideoPipeline
+
+    plain = build_transformer_trainer(recipe(tmp_path / "plain", data_dirs))
+    plain.train()
+    prompts = ["a red circle", "a blue square moving left"]
+    validation = [
+        f"validation.prompts={prompts}", "validation.every=2", "validation.num_inference_steps=2",
+        "validation.height=16", "validation.width=32", "validation.num_frames=5", "validation.seed=7",
+        "train.trackers=[tensorboard]",
+    ]
+    sampled = build_transformer_trainer(recipe(tmp_path / "sampled", data_dirs, *validation))
+    sampled.train()
+    sampled.end()
+    assert sampled.losses == plain.losses
+    for name, tensor in plain.unwrapped_model.state_dict().items():
+        assert torch.equal(sampled.unwrapped_model.state_dict()[name], tensor), name
+    for step in (2, 4):
+        step_dir = tmp_path / "sampled" / "samples" / f"step-{step:08d}"
+        names = sorted(path.name for path in step_dir.iterdir())
+        assert names == ["00-a-red-circle.mp4", "01-a-blue-square-moving-left.mp4", "contact_sheet.png"]
+        assert read_video(step_dir / names[1], with_audio=False).frames.shape == (5, 16, 32, 3)
+    assert list((tmp_path / "sampled" / "logs").rglob("events.out.tfevents.*"))
+    # the step-4 contact sheet (both prompts, all 5 frames) is what the run's exported EMA weights draw
+    final = export_model(sampled, recipe(tmp_path / "sampled", data_dirs, *validation), tmp_path / "final")
+    name = (final / "text_encoder_name.txt").read_text().strip()
+    components = assemble_components(final / "transformer", final / "vae", name)
+    pipe = SeedkitTextToVideoPipeline(**components, text_encoder_name=name)
+    sheet = read_video(tmp_path / "sampled" / "samples" / "step-00000004" / "contact_sheet.png").frames[0]
+    assert sheet.shape == (2 * 16 + 2, 5 * 32 + 4 * 2, 3)
+    for row, prompt in enumerate(prompts):
+        frames = pipe(
+            prompt, height=16, width=32, num_frames=5, num_inference_steps=2,
+            generator=torch.Generator().manual_seed(7 + row), output_type="np",
+        ).frames[0]
+        expected = (frames.clip(0, 1) * 255).round().astype("uint8")
+        for column in range(5):
+            tile = sheet[row * 18 : row * 18 + 16, column * 34 : column * 34 + 32]
+            assert (tile == expected[column]).all(), (prompt, column)

@@ -1,0 +1,134 @@
+"""Validation samples while a transformer trains: what the EMA weights generate, every ``validation.every`` steps.
+
+Loss curves of a flow-matching model say little about what it draws; the diffusers and finetrainers training scripts
+sample fixed prompts at fixed seeds during training for that reason, and so does every seedkit transformer recipe
+with ``validation.prompts``. Samples land in ``<output_dir>/samples/step-XXXXXXXX/`` (one mp4 or png per prompt and a
+``contact_sheet.png``, prompts in rows and evenly spaced frames in columns) and the contact sheet goes to the
+tensorboard tracker.
+
+Sampling must not change training: it draws from its own generators inside ``torch.random.fork_rng``, uses a copy
+of the transformer, and runs on the main process only, so a run with validation has the same losses as one without.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from .config import ValidationConfig
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+
+def _slug(prompt: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:limit].rstrip("-") or "empty"
+
+
+def contact_sheet(videos: list[np.ndarray], columns: int = 5, gap: int = 2) -> np.ndarray:
+    """``uint8 [H', W', 3]``: one row per video (``uint8 [F, H, W, 3]``, same H and W), ``columns`` evenly spaced
+    frames from first to last in each (fewer for shorter videos), on a white background."""
+    height, width = videos[0].shape[1:3]
+    sheet = np.full((len(videos) * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, dtype=np.uint8)
+    for row, frames in enumerate(videos):
+        picks = np.unique(np.linspace(0, frames.shape[0] - 1, columns).round().astype(int))
+        for column, index in enumerate(picks):
+            top, left = row * (height + gap), column * (width + gap)
+            sheet[top : top + height, left : left + width] = frames[index]
+    return sheet
+
+
+class ValidationSampler:
+    """A trainer step hook that samples ``config.prompts`` with the current EMA (or raw) transformer weights.
+
+    Args:
+        config: the recipe's ``validation`` section.
+        vae: the VAE the latent cache was made with (decodes the samples).
+        text_encoder_name: a key of :data:`~seedkit.models.text_encoders.TEXT_ENCODERS`.
+        output_dir: the run directory; samples go to ``output_dir/samples``.
+        fps: frame rate of the written videos.
+    """
+
+    def __init__(
+        self, config: ValidationConfig, vae: torch.nn.Module, text_encoder_name: str, output_dir: str | Path, fps=8.0
+    ) -> None:
+        if config.every > 0 and not config.prompts:
+            raise ValueError("validation.every is set but validation.prompts is empty; give prompts or set every: 0")
+        self.config = config
+        self.vae = vae
+        self.text_encoder_name = text_encoder_name
+        self.samples_dir = Path(output_dir) / "samples"
+        self.fps = fps
+        self._pipeline = None  # built at the first validation, reused with new weights after
+
+    def __call__(self, trainer: "Trainer") -> None:
+        if self.config.every <= 0 or trainer.state.step % self.config.every != 0:
+            return
+        # Gathered on every process: under FSDP the full state dict is a collective.
+        state = trainer.ema.state_dict() if trainer.ema is not None else trainer.model_state_dict()
+        if trainer.accelerator.is_main_process:
+            live = trainer.unwrapped_model.transformer
+            sheet = self.sample(live, state, trainer.state.step, trainer.accelerator.device)
+            if "tensorboard" in trainer.config.trackers:
+                writer = trainer.accelerator.get_tracker("tensorboard", unwrap=True)
+                writer.add_image("validation", sheet, trainer.state.step, dataformats="HWC")
+        trainer.accelerator.wait_for_everyone()
+
+    def pipeline(self, live_transformer: torch.nn.Module, state: dict, device: torch.device):
+        """The sampling pipeline with ``state``'s weights in a copy of ``live_transformer`` (built once, reloaded)."""
+        if self._pipeline is None:
+            from seedkit.models.text_encoders import TEXT_ENCODERS
+            from seedkit.pipelines import SeedkitTextToVideoPipeline
+            from seedkit.pipelines.base import assemble_components
+
+            transformer = type(live_transformer).from_config(live_transformer.config)
+            components = assemble_components(
+                transformer, self.vae, self.text_encoder_name, scheduler=FlowMatchEulerDiscreteScheduler()
+            )
+            self._pipeline = SeedkitTextToVideoPipeline(
+                **components,
+                # prompts truncated as the latent cache truncated them
+                max_sequence_length=TEXT_ENCODERS[self.text_encoder_name].max_sequence_length,
+                text_encoder_name=self.text_encoder_name,
+            ).to(device=device, dtype=torch.float32)
+            self._pipeline.set_progress_bar_config(disable=True)
+        transformer = self._pipeline.transformer
+        weights = {name.removeprefix("transformer."): tensor for name, tensor in state.items()}
+        transformer.load_state_dict({**transformer.state_dict(), **weights})
+        return self._pipeline
+
+    @torch.no_grad()
+    def sample(self, live_transformer: torch.nn.Module, state: dict, step: int, device: torch.device) -> np.ndarray:
+        """Write this step's samples and contact sheet; returns the sheet (``uint8 [H, W, 3]``)."""
+        from seedkit.data.video_io import write_video
+
+        config = self.config
+        pipeline = self.pipeline(live_transformer, state, device)
+        out_dir = self.samples_dir / f"step-{step:08d}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        videos = []
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for index, prompt in enumerate(config.prompts):
+                generator = torch.Generator(device="cpu").manual_seed(config.seed + index)
+                frames = pipeline(
+                    prompt,
+                    height=config.height,
+                    width=config.width,
+                    num_frames=config.num_frames,
+                    num_inference_steps=config.num_inference_steps,
+                    guidance_scale=config.guidance_scale,
+                    generator=generator,
+                    output_type="np",
+                ).frames[0]
+                frames = (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+                suffix = ".png" if config.num_frames == 1 else ".mp4"
+                write_video(out_dir / f"{index:02d}-{_slug(prompt)}{suffix}", frames, fps=self.fps)
+                videos.append(frames)
+        sheet = contact_sheet(videos)
+        write_video(out_dir / "contact_sheet.png", sheet[None])
+        return sheet
