@@ -284,6 +284,11 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         rope_axes_dim: ``(t, h, w)`` head channels rotated by each position axis; sums to ``attention_head_dim``.
         rope_theta: RoPE base.
         eps: norm epsilon.
+        mark_first_frame: add a learned vector (``first_frame_embedding``, zero at init) to the tokens of the first
+            latent frame. A causal video VAE encodes frame 0 alone and every later latent frame from several frames,
+            so one red square has unrelated latents in frame 0 and after it (shapes-tiny's VAE decodes frame 0's red
+            code in a later frame as teal). Rotary positions are relative, so without this a token can tell which
+            code to use only indirectly.
     """
 
     _supports_gradient_checkpointing = True
@@ -308,6 +313,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         rope_axes_dim: tuple[int, int, int] = (16, 56, 56),
         rope_theta: float = 10000.0,
         eps: float = 1e-6,
+        mark_first_frame: bool = False,
     ):
         super().__init__()
         if sum(rope_axes_dim) != attention_head_dim:
@@ -328,6 +334,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.condition_embedder = TimestepPooledTextEmbedding(dim, pooled_projection_dim)
         self.timestep_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, NUM_MODULATIONS * dim))
         self.rotary_embedding = RotaryPositionEmbedding3D(tuple(rope_axes_dim), rope_theta)
+        self.first_frame_embedding = nn.Parameter(torch.zeros(dim)) if mark_first_frame else None
 
         # 2. Transformer blocks.
         self.dual_stream_blocks = nn.ModuleList(
@@ -368,6 +375,13 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 f"unknown attention_kwargs {sorted(attention_kwargs)}; valid keys: 'backend', 'scale' (LoRA scale)"
             )
         return backend, lora_scale
+
+    def _mark_first_frame(self, video_hidden_states: torch.Tensor, frame_index: torch.Tensor) -> torch.Tensor:
+        """Add ``first_frame_embedding`` to the tokens ``[..., L, dim]`` whose ``frame_index [L]`` is 0."""
+        if self.first_frame_embedding is None:
+            return video_hidden_states
+        is_first = (frame_index == 0).to(video_hidden_states.dtype)[:, None]
+        return video_hidden_states + is_first * self.first_frame_embedding.to(video_hidden_states.dtype)
 
     def _grid_size(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
         num_frames, height, width = latent_shape[-3:]
@@ -515,7 +529,9 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
         # 1. Condition channels and patch / text embeddings.
         hidden_states = self._concat_condition(hidden_states, condition)
+        video_positions = video_position_ids(grid_size, device=hidden_states.device)
         video_hidden_states = self.patch_embedder(patchify(hidden_states, patch_size))
+        video_hidden_states = self._mark_first_frame(video_hidden_states, video_positions[:, 0])
         text_hidden_states = self.text_embedder(encoder_hidden_states)
 
         # 2. Timestep (+ pooled text) conditioning.
@@ -524,10 +540,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
         # 3. Rotary positions ([text, video]) and the padding mask over text keys.
         position_ids = torch.cat(
-            [
-                text_position_ids(num_text_tokens, grid_size, device=hidden_states.device),
-                video_position_ids(grid_size, device=hidden_states.device),
-            ]
+            [text_position_ids(num_text_tokens, grid_size, device=hidden_states.device), video_positions]
         )
         rotary_cos, rotary_sin = self.rotary_embedding(position_ids.unsqueeze(0))
         attention_mask = None
@@ -617,7 +630,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         patch_size = tuple(self.config.patch_size)
 
         # 1. Per-sample patchify and text selection, then one embedding call over all tokens.
-        grid_sizes, video_patches, text_embeddings, position_ids = [], [], [], []
+        grid_sizes, video_patches, text_embeddings, position_ids, video_frames = [], [], [], [], []
         for index, latents in enumerate(hidden_states):
             sample_condition = None if condition is None else condition[index].unsqueeze(0)
             latents = self._concat_condition(latents.unsqueeze(0), sample_condition)
@@ -628,11 +641,14 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             if encoder_attention_mask is not None:
                 text = text[encoder_attention_mask[index].bool()]
             text_embeddings.append(text)
+            video_positions = video_position_ids(grid_size, device=device)
             position_ids.append(text_position_ids(text.shape[0], grid_size, device=device))
-            position_ids.append(video_position_ids(grid_size, device=device))
+            position_ids.append(video_positions)
+            video_frames.append(video_positions[:, 0])
         text_lengths = torch.tensor([text.shape[0] for text in text_embeddings], device=device)
         video_lengths = torch.tensor([patches.shape[0] for patches in video_patches], device=device)
-        video_hidden_states = self.patch_embedder(torch.cat(video_patches)).unsqueeze(0)
+        video_hidden_states = self.patch_embedder(torch.cat(video_patches))
+        video_hidden_states = self._mark_first_frame(video_hidden_states, torch.cat(video_frames)).unsqueeze(0)
         text_hidden_states = self.text_embedder(torch.cat(text_embeddings)).unsqueeze(0)
 
         # 2. Per-sample conditioning; tokens pick their sample's row through the *_sample_index tensors.

@@ -48,6 +48,11 @@ def build_vae(config: RecipeConfig) -> torch.nn.Module:
         return CausalVideoAutoencoder(**vae_config)
 
 
+# Architecture switches a fine-tune may turn on, with the parameters they add. Those start at zero, so the grown
+# model computes what the given weights did and training takes it from there.
+GROWABLE_TRANSFORMER_KEYS = {"mark_first_frame": {"first_frame_embedding"}}
+
+
 def build_transformer(config: RecipeConfig) -> torch.nn.Module:
     from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 
@@ -62,12 +67,23 @@ def build_transformer(config: RecipeConfig) -> torch.nn.Module:
         for key, value in transformer_config.items()
         if key in transformer.config and _as_comparable(transformer.config[key]) != _as_comparable(value)
     }
+    grown = {key: want for key, (want, have) in mismatched.items() if key in GROWABLE_TRANSFORMER_KEYS and not have}
+    mismatched = {key: values for key, values in mismatched.items() if key not in grown}
     if mismatched:
         listing = ", ".join(f"{key}: recipe {want!r} vs weights {have!r}" for key, (want, have) in mismatched.items())
         raise ValueError(
             f"model.transformer_path {config.model.transformer_path} does not match flavor "
             f"{config.model.flavor!r} ({listing}); name the flavor the weights were trained with"
         )
+    if grown:
+        # Without the private keys: diffusers' "_use_default_values" would put the switch back to its default.
+        architecture = {key: value for key, value in transformer.config.items() if not key.startswith("_")}
+        larger = SeedTransformer3DModel.from_config({**architecture, **grown})
+        missing, unexpected = larger.load_state_dict(transformer.state_dict(), strict=False)
+        added = set().union(*(GROWABLE_TRANSFORMER_KEYS[key] for key in grown))
+        if unexpected or set(missing) != added:
+            raise RuntimeError(f"growing {sorted(grown)}: missing {missing}, unexpected {unexpected}")
+        return larger
     return transformer
 
 

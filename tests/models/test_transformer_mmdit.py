@@ -198,8 +198,9 @@ def test_position_ids_layout():
     assert text.tolist() == [[4, 4, 4], [5, 5, 5], [6, 6, 6]]
 
 
-def test_forward_packed_equals_separate_forwards():
-    model = build_model()
+@pytest.mark.parametrize("mark_first_frame", [False, True])
+def test_forward_packed_equals_separate_forwards(mark_first_frame):
+    model = build_model(mark_first_frame=mark_first_frame)
     generator = torch.Generator().manual_seed(3)
     sample_a = torch.randn(8, 3, 8, 6, generator=generator)
     sample_b = torch.randn(8, 1, 4, 10, generator=generator)
@@ -240,3 +241,19 @@ def test_forward_packed_backward_matches():
     for packed_grad, separate_grad in zip(packed_grads, separate_grads):
         scale = separate_grad.abs().max().clamp_min(1.0)
         assert (packed_grad - separate_grad).abs().max() / scale < 1e-5
+
+
+def test_first_frame_embedding_marks_only_the_first_latent_frame():
+    marked = build_model(mark_first_frame=True)
+    plain = SeedTransformer3DModel(**{**marked.config, "mark_first_frame": False}).eval()
+    plain.load_state_dict({k: v for k, v in marked.state_dict().items() if k != "first_frame_embedding"})
+    latents, timestep, text = inputs(num_frames=3)
+    tokens_per_frame = (8 // 2) * (8 // 2)
+    with torch.no_grad():
+        embedded = marked.patch_embedder(torch.zeros(1, tokens_per_frame * 3, marked.patch_embedder.in_features))
+        marked_tokens = marked._mark_first_frame(embedded, video_position_ids((3, 4, 4))[:, 0])
+        difference = (marked_tokens - embedded)[0].abs().sum(-1)
+        assert (difference[:tokens_per_frame] > 0).all() and (difference[tokens_per_frame:] == 0).all()
+        assert not torch.allclose(marked(latents, timestep, text).sample, plain(latents, timestep, text).sample)
+        marked.first_frame_embedding.zero_()  # as initialised: the same function as the model without it
+        torch.testing.assert_close(marked(latents, timestep, text).sample, plain(latents, timestep, text).sample)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as WEIGHTS_NAME
@@ -214,6 +216,31 @@ def test_fine_tune_starts_from_the_given_transformer_weights(tmp_path, data_dirs
         assert torch.equal(tensor, base.state_dict()[name]), name
     trainer.train()
     assert len(trainer.losses) == 4
+
+
+def test_fine_tune_can_switch_on_the_first_frame_embedding(tmp_path):
+    base = build_transformer(load_config(None, ["model.flavor=debug"]))
+    with torch.no_grad():
+        for parameter in base.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    base.save_pretrained(tmp_path / "base")
+    # as weights saved before the switch existed (the bundled v5) have it: not in config.json at all
+    config_path = tmp_path / "base" / "config.json"
+    saved = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({key: value for key, value in saved.items() if key != "mark_first_frame"}))
+    overrides = ["model.flavor=debug", f"model.transformer_path={tmp_path / 'base'}"]
+    grown = build_transformer(load_config(None, [*overrides, "model.transformer={mark_first_frame: true}"]))
+    assert grown.config.mark_first_frame and not grown.first_frame_embedding.any()
+    generator = torch.Generator().manual_seed(0)
+    latents, text = torch.randn(1, 8, 3, 4, 4, generator=generator), torch.randn(1, 5, 32, generator=generator)
+    timestep = torch.tensor([500.0])
+    with torch.no_grad():
+        torch.testing.assert_close(grown(latents, timestep, text).sample, base(latents, timestep, text).sample)
+    # switching it off again would drop trained weights: refused like any other architecture change
+    grown.save_pretrained(tmp_path / "grown")
+    with pytest.raises(ValueError, match="mark_first_frame"):
+        overrides = ["model.flavor=debug", f"model.transformer_path={tmp_path / 'grown'}"]
+        build_transformer(load_config(None, [*overrides, "model.transformer={mark_first_frame: false}"]))
 
 
 def test_fine_tune_refuses_weights_of_another_architecture(tmp_path):
