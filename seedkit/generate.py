@@ -31,8 +31,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 TASKS = ("t2i", "t2v", "i2v")
 IMAGE_FORMATS = ("png", "jpg", "webp")
@@ -250,7 +248,7 @@ def generate_item(pipelines: PipelineCache, item: GenerationItem, fps: float, pr
     import torch
     from PIL import Image
 
-    from seedkit.data.video_io import write_video
+    from seedkit.data.video_io import unit_frames_to_uint8, write_video
 
     pipeline = pipelines.get(item.task)
     pipeline.set_progress_bar_config(disable=not progress)
@@ -272,8 +270,7 @@ def generate_item(pipelines: PipelineCache, item: GenerationItem, fps: float, pr
             with Image.open(item.image) as image:
                 kwargs["image"] = image.convert("RGB")
         frames = pipeline(**kwargs, num_frames=item.frames).frames[0]  # [F, H, W, 3]
-    frames_uint8 = (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    return write_video(item.output, frames_uint8, fps=fps)
+    return write_video(item.output, unit_frames_to_uint8(frames), fps=fps)
 
 
 def resolve_model_dir(model: str | None) -> Path:

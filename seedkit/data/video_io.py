@@ -37,6 +37,11 @@ def tensor_to_frames(video) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(1, 2, 3, 0))
 
 
+def unit_frames_to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (a pipeline's ``output_type="np"``) to ``uint8``, same shape."""
+    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
 def frames_to_tensor(frames: np.ndarray):
     """``uint8 [F, H, W, C]`` to a ``[C, F, H, W]`` float32 tensor in [-1, 1]."""
     import torch

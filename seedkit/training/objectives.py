@@ -52,6 +52,14 @@ class TransformerTrainingWrapper(nn.Module):
         return self.transformer(**kwargs).sample
 
 
+def load_wrapped_state(transformer: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Load a :class:`TransformerTrainingWrapper` state dict (``transformer.*`` keys, as checkpoints and the EMA hold
+    them) into a bare transformer; keys the state lacks (the EMA tracks parameters only) keep their values."""
+    weights = {name.removeprefix("transformer."): tensor for name, tensor in state.items()}
+    transformer.load_state_dict({**transformer.state_dict(), **weights})
+    return transformer
+
+
 def first_frame_condition(latents: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
     """``[B, C + 1, F, H, W]``: the first latent frame and a mask channel for samples where ``use`` is true.
 

@@ -24,7 +24,7 @@ from seedkit.models import flavors
 
 from .checkpoint import read_checkpoint
 from .config import RecipeConfig, from_flat_dict, to_flat_dict
-from .objectives import FlowMatchingObjective, TransformerTrainingWrapper
+from .objectives import FlowMatchingObjective, TransformerTrainingWrapper, load_wrapped_state
 from .trainer import Trainer, make_accelerator, seed_everything
 from .validation import ValidationSampler
 
@@ -188,14 +188,10 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
 def export_transformer(trainer: Trainer, out_dir: str | Path, use_ema: bool = True) -> Path | None:
     """Save the trained transformer (EMA weights when available) with ``save_pretrained``; main process only."""
     out_dir = Path(out_dir)
-    # Gathered on every process first: under FSDP the full state dict is a collective.
-    state = trainer.ema.state_dict() if use_ema and trainer.ema is not None else trainer.model_state_dict()
+    state = trainer.export_state(use_ema)
     if trainer.accelerator.is_main_process:
         transformer = trainer.unwrapped_model.transformer
-        exported = type(transformer).from_config(transformer.config)
-        exported.load_state_dict(
-            {**exported.state_dict(), **{name.removeprefix("transformer."): t for name, t in state.items()}}
-        )
+        exported = load_wrapped_state(type(transformer).from_config(transformer.config), state)
         exported.save_pretrained(out_dir / "transformer", safe_serialization=True)
     trainer.accelerator.wait_for_everyone()
     return out_dir / "transformer"
@@ -235,9 +231,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, use_ema: bool
     # The flavor fixes the architecture (a fine-tune's starting weights were checked against it), so the starting
     # weights need not exist any more.
     architecture = dataclasses.replace(config, model=dataclasses.replace(config.model, transformer_path=None))
-    transformer = build_transformer(architecture)
-    weights = {name.removeprefix("transformer."): tensor for name, tensor in state.items()}
-    transformer.load_state_dict({**transformer.state_dict(), **weights})
+    transformer = load_wrapped_state(build_transformer(architecture), state)
     transformer.save_pretrained(out_dir / "transformer", safe_serialization=True)
     build_vae(config).save_pretrained(out_dir / "vae", safe_serialization=True)
     (out_dir / "text_encoder_name.txt").write_text(text_encoder_name(config) + "\n", encoding="utf-8")

@@ -325,6 +325,11 @@ class Trainer:
             return get_model_state_dict(self.model, options=options)
         return {name: tensor.detach().cpu() for name, tensor in self.unwrapped_model.state_dict().items()}
 
+    def export_state(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
+        """The weights to export or sample from: the EMA's when ``use_ema`` and EMA is on, else the model's. Call
+        on every process: under FSDP the full state dict is a collective."""
+        return self.ema.state_dict() if use_ema and self.ema is not None else self.model_state_dict()
+
     def _optimizer_state(self) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 

@@ -20,7 +20,10 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from seedkit.data.video_io import unit_frames_to_uint8, write_video
+
 from .config import ValidationConfig
+from .objectives import load_wrapped_state
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -69,8 +72,7 @@ class ValidationSampler:
     def __call__(self, trainer: "Trainer") -> None:
         if self.config.every <= 0 or trainer.state.step % self.config.every != 0:
             return
-        # Gathered on every process: under FSDP the full state dict is a collective.
-        state = trainer.ema.state_dict() if trainer.ema is not None else trainer.model_state_dict()
+        state = trainer.export_state()
         if trainer.accelerator.is_main_process:
             live = trainer.unwrapped_model.transformer
             sheet = self.sample(live, state, trainer.state.step, trainer.accelerator.device)
@@ -97,16 +99,12 @@ class ValidationSampler:
                 text_encoder_name=self.text_encoder_name,
             ).to(device=device, dtype=torch.float32)
             self._pipeline.set_progress_bar_config(disable=True)
-        transformer = self._pipeline.transformer
-        weights = {name.removeprefix("transformer."): tensor for name, tensor in state.items()}
-        transformer.load_state_dict({**transformer.state_dict(), **weights})
+        load_wrapped_state(self._pipeline.transformer, state)
         return self._pipeline
 
     @torch.no_grad()
     def sample(self, live_transformer: torch.nn.Module, state: dict, step: int, device: torch.device) -> np.ndarray:
         """Write this step's samples and contact sheet; returns the sheet (``uint8 [H, W, 3]``)."""
-        from seedkit.data.video_io import write_video
-
         config = self.config
         pipeline = self.pipeline(live_transformer, state, device)
         out_dir = self.samples_dir / f"step-{step:08d}"
@@ -125,7 +123,7 @@ class ValidationSampler:
                     generator=generator,
                     output_type="np",
                 ).frames[0]
-                frames = (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+                frames = unit_frames_to_uint8(frames)
                 suffix = ".png" if config.num_frames == 1 else ".mp4"
                 write_video(out_dir / f"{index:02d}-{_slug(prompt)}{suffix}", frames, fps=self.fps)
                 videos.append(frames)
