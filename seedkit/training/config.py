@@ -95,6 +95,9 @@ class DataConfig:
     sizes: list[list[int]] = field(default_factory=lambda: [[32, 32], [32, 48]])  # ShapesWorld (height, width)
     image_fraction: float = 0.3  # ShapesWorld: share of single-frame samples
     multi_shot: float = 0.0  # ShapesWorld: share of multi-shot videos
+    # ShapesWorld: most objects in a sample's first shot (1 to 3). 1 makes a single-object set, e.g. for a final
+    # fine-tune where each motion word has only one object to bind to.
+    max_objects: int = 3
     seed: int = 0  # ShapesWorld dataset seed
     # ShapesWorld: captions written per clip (the first + extra "augment"-wording ones); the latent cache encodes
     # them all and training draws one per sample and epoch.

@@ -109,6 +109,7 @@ def prepare_clip_manifest(config: RecipeConfig) -> Path:
         sizes=[tuple(size) for size in data.sizes],
         multi_shot=data.multi_shot,
         image_fraction=data.image_fraction,
+        max_objects=data.max_objects,
         captions_per_clip=data.captions_per_clip,
     )
     return summary.manifest_path

@@ -291,3 +291,23 @@ def test_validation_samples_the_ema_weights_without_changing_training(tmp_path, 
         for column in range(5):
             tile = sheet[row * 18 : row * 18 + 16, column * 34 : column * 34 + 32]
             assert (tile == expected[column]).all(), (prompt, column)
+
+
+def test_recipe_max_objects_makes_a_single_object_dataset(tmp_path, data_dirs):
+    from seedkit.data.manifest import Manifest
+    from seedkit.training.recipes import prepare_clip_manifest
+
+    counts = {}
+    for max_objects in (1, 3):
+        config = recipe(
+            tmp_path,
+            data_dirs,
+            f"data.data_dir={tmp_path / f'shapes{max_objects}'}",
+            f"data.max_objects={max_objects}",
+            "data.num_clips=12",
+            "data.image_fraction=0",
+        )
+        manifest = Manifest.read(prepare_clip_manifest(config))
+        counts[max_objects] = [len(record.metadata["scene"]["shots"][0]["objects"]) for record in manifest]
+    assert counts[1] == [1] * 12
+    assert max(counts[3]) > 1  # the default world has several objects in some of 12 clips
