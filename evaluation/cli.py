@@ -3,6 +3,7 @@
     seedkit eval shapesbench --model DIR --out report_dir [--suite motion --suite multi_shot] [--limit 8]
     seedkit eval shapesbench --oracle --out report_dir      # the ground truth itself: must score about 1.0
     seedkit eval shapesbench --reconstruct VAE_DIR --out d  # ground truth through a VAE: its model's ceiling
+    seedkit eval shapesbench --model DIR --renoise 0.8 --out d  # denoise the ground truth noised to 0.8 (SDEdit)
     seedkit eval sensitivity --model DIR --out d            # does the model use colour / shape / size / motion words?
 
 The report directory receives ``report.json`` (per-metric means overall, per suite and per caption split, and one
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="at most this many items per suite")
     parser.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50)")
     parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
+    parser.add_argument(
+        "--renoise",
+        type=float,
+        metavar="STRENGTH",
+        help="with --model: start each text-to-video item from its ground truth noised to this strength in (0, 1] "
+        "and denoise it (SDEdit); near 0 scores approach the VAE ceiling, 1 is plain generation",
+    )
     parser.add_argument("--height", type=int, help="generate at this height (ground truth rebuilt at that size)")
     parser.add_argument("--width", type=int, help="generate at this width (ground truth rebuilt at that size)")
     parser.add_argument("--frames", type=int, help="generate this many frames, 1 + 4k (videos only)")
@@ -64,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit must be >= 1, got {args.limit}")
+    if args.renoise is not None and not args.model:
+        raise SystemExit("--renoise denoises with a model: pass --model DIR (not --oracle / --reconstruct)")
     names = args.suite or available_suites()
     unknown = [
         name for name in names
@@ -86,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
         generate_fn = VAEReconstructionGenerator(args.reconstruct, args.device)
         settings = {"model": f"ground truth reconstructed by the VAE in {args.reconstruct}"}
     else:
-        generate_fn = PipelineGenerator(args.model, args.steps, args.guidance, args.device)
+        generate_fn = PipelineGenerator(args.model, args.steps, args.guidance, args.device, renoise=args.renoise)
         settings = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}
+        if args.renoise is not None:
+            settings["renoise"] = args.renoise
     settings |= {"suites": names, "height": args.height, "width": args.width, "frames": args.frames}
     report = run_shapesbench(generate_fn, items, args.out, settings=settings, progress=not args.no_progress)
     print(json.dumps({"metrics": report.summary["metrics"], "items": report.summary["items"],

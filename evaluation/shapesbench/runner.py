@@ -128,6 +128,13 @@ class PipelineGenerator:
         model_dir: a directory written by a seedkit pipeline's ``save_pretrained`` (diffusers layout).
         num_inference_steps, guidance_scale: sampling settings for every item.
         device: torch device; ``None`` picks CUDA when available, else the CPU.
+        renoise: ``None`` to generate from pure noise; a strength in ``(0, 1]`` to start text-to-video items from
+            their own ground truth, VAE-encoded and noised to that strength, and denoise it (SDEdit, Meng et al.
+            2021, "SDEdit: Guided Image Synthesis and Editing with Stochastic Differential Equations"). The last
+            ``round(strength * steps)`` of the steps run. Near 0 the score approaches the VAE's ceiling
+            (``--reconstruct``), at 1 it is generation from noise; the curve in between shows at which noise
+            levels a model loses what its latents could hold (layout and motion are settled at high noise, texture
+            at low noise).
     """
 
     def __init__(
@@ -136,7 +143,10 @@ class PipelineGenerator:
         num_inference_steps: int = 50,
         guidance_scale: float = 5.0,
         device: str | None = None,
+        renoise: float | None = None,
     ) -> None:
+        if renoise is not None and not 0.0 < renoise <= 1.0:
+            raise ValueError(f"renoise is a strength in (0, 1] (1: generate from pure noise); got {renoise}")
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "model_index.json").is_file():
             raise FileNotFoundError(
@@ -146,6 +156,7 @@ class PipelineGenerator:
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
         self.device = device
+        self.renoise = renoise
         self._pipelines: dict[str, Any] = {}
 
     def pipeline(self, task: str):
@@ -175,6 +186,8 @@ class PipelineGenerator:
         import torch
         from PIL import Image
 
+        if self.renoise is not None and item.task != "t2v":
+            raise ValueError(f"renoise starts text-to-video items from their ground truth; {item.id} is {item.task}")
         pipeline = self.pipeline(item.task)
         kwargs = dict(
             prompt=item.prompt,
@@ -189,7 +202,29 @@ class PipelineGenerator:
             return np.asarray(pipeline(**kwargs).images[0])[None]
         if item.task == "i2v":
             kwargs["image"] = Image.fromarray(item.conditioning_image())
+        if self.renoise is not None:
+            kwargs["latents"], kwargs["sigmas"] = self.renoised_start(pipeline, item, kwargs["generator"])
+            kwargs["num_inference_steps"] = len(kwargs["sigmas"])
         return np.asarray(pipeline(**kwargs, num_frames=item.num_frames).frames[0])
+
+    def renoised_start(self, pipeline: Any, item: SuiteItem, generator: Any) -> tuple[Any, list[float]]:
+        """``(latents, sigmas)``: the item's ground truth noised to the first of the last ``renoise`` share of an
+        unshifted ``linspace(1, 1 / steps, steps)`` schedule, and that share of the schedule (the pipeline shifts it
+        as its scheduler is configured, as it does for any ``sigmas``)."""
+        import torch
+
+        from seedkit.data.video_io import frames_to_tensor
+
+        device = pipeline._execution_device
+        video = frames_to_tensor(render_scene(item.truth()).frames).unsqueeze(0).to(device)  # [1, 3, F, H, W]
+        with torch.no_grad():
+            clean = pipeline.normalize_latents(pipeline.vae.encode(video).latent_dist.mode()).float()
+        noise = pipeline.prepare_latents(1, item.num_frames, item.height, item.width, device, generator)
+        steps = self.num_inference_steps
+        sigmas = np.linspace(1.0, 1.0 / steps, steps)[steps - max(1, round(self.renoise * steps)) :].tolist()
+        pipeline.set_scheduler_timesteps(len(sigmas), tuple(clean.shape), device, sigmas)
+        start = float(pipeline.scheduler.sigmas[0])  # after the scheduler's shift
+        return (1.0 - start) * clean + start * noise, sigmas
 
 
 def to_clip(output: Any) -> GeneratedClip:

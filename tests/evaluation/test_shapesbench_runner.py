@@ -169,3 +169,46 @@ def test_cli_reconstruct_runs_ground_truth_through_a_saved_vae(tmp_path, capsys)
     assert "reconstructed" in data["settings"]["model"]
     # An untrained VAE scrambles the scene: the ceiling it reports is far below the oracle's 1.0.
     assert data["summary"]["metrics"]["color"] < 1.0
+
+
+def test_renoise_starts_from_the_noised_ground_truth(tmp_path):
+    import torch
+
+    from evaluation.shapesbench.runner import PipelineGenerator
+    from seedkit.cli import main
+    from seedkit.data.shapes import render_scene
+    from seedkit.data.video_io import frames_to_tensor
+    from seedkit.pipelines import SeedkitTextToVideoPipeline
+
+    pipe = SeedkitTextToVideoPipeline.from_flavor(
+        "debug", seed=0, default_height=16, default_width=16, default_num_frames=5, max_sequence_length=16
+    )
+    pipe.save_pretrained(tmp_path / "model")
+    item = load_suite("single_object")[0].with_geometry(16, 16, 5)
+    video = frames_to_tensor(render_scene(item.truth()).frames).unsqueeze(0)
+    clean = pipe.normalize_latents(pipe.vae.encode(video).latent_dist.mode())
+    noise = pipe.prepare_latents(1, 5, 16, 16, torch.device("cpu"), torch.Generator().manual_seed(item.seed))
+
+    def start(renoise):
+        generator = PipelineGenerator(tmp_path / "model", num_inference_steps=10, renoise=renoise, device="cpu")
+        return generator.renoised_start(pipe, item, torch.Generator().manual_seed(item.seed))
+
+    latents, sigmas = start(0.3)
+    assert sigmas == pytest.approx([0.3, 0.2, 0.1])  # the last 3 of 10 steps (scheduler shift 1)
+    torch.testing.assert_close(latents, 0.7 * clean + 0.3 * noise)
+    latents, sigmas = start(1.0)
+    assert len(sigmas) == 10 and sigmas[0] == 1.0
+    torch.testing.assert_close(latents, noise)  # strength 1: plain generation's seeded noise
+
+    with pytest.raises(ValueError, match="strength in"):
+        PipelineGenerator(tmp_path / "model", renoise=1.5)
+    image_item = load_suite("image")[0].with_geometry(16, 16, None)
+    with pytest.raises(ValueError, match="text-to-video"):
+        PipelineGenerator(tmp_path / "model", num_inference_steps=2, renoise=0.5, device="cpu")(image_item)
+    with pytest.raises(SystemExit, match="--renoise"):
+        main(["eval", "shapesbench", "--oracle", "--renoise", "0.5", "--out", str(tmp_path / "r")])
+    assert main(["eval", "shapesbench", "--model", str(tmp_path / "model"), "--renoise", "0.3", "--steps", "4",
+                 "--suite", "single_object", "--limit", "1", "--height", "16", "--width", "16", "--frames", "5",
+                 "--out", str(tmp_path / "report"), "--no-progress"]) == 0
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["settings"]["renoise"] == 0.3 and data["summary"]["failed"] == 0
