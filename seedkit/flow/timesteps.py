@@ -6,6 +6,10 @@ Training samplers draw one sigma per sample:
 * :class:`LogitNormalSampler`: sigma = sigmoid(n), n ~ N(mean, std^2), which puts more weight on the middle of the
   path (Esser et al. 2024, "Scaling Rectified Flow Transformers for High-Resolution Image Synthesis", SD3).
 
+Both can be confined to a noise interval ``sigma_range = (low, high)``: the drawn (and shifted) sigma is mapped
+affinely onto it, which trains an expert for one part of the path (eDiff-I's expert denoisers, Balaji et al. 2022;
+Wan 2.2's high-noise expert, which lays out the scene and its motion, and low-noise expert, which refines detail).
+
 Both accept a ``shift``: larger images and longer videos keep more signal at a given sigma, so SD3 / Flux shift
 sigma towards the noise end by ``sigma' = shift * sigma / (1 + (shift - 1) * sigma)``. The shift can be fixed, or
 resolution-aware: :func:`resolution_shift_mu` interpolates ``mu = log(shift)`` linearly in the token count as Flux
@@ -106,9 +110,22 @@ class TimestepSampler:
     Attributes:
         shift: fixed multiplicative shift applied after sampling (1.0: none). Ignored when :meth:`sample` gets a
             `num_tokens`, which selects the resolution-aware shift instead.
+        sigma_range: ``(low, high)``, ``0 <= low < high <= 1``: shifted sigmas ``s`` become ``low + (high - low) *
+            s`` (:meth:`to_range`), so only that part of the path is trained.
     """
 
     shift: float = 1.0
+    sigma_range: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        low, high = self.sigma_range
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"sigma_range must satisfy 0 <= low < high <= 1; got {tuple(self.sigma_range)}")
+
+    def to_range(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """Map sigmas in (0, 1) affinely onto ``sigma_range``."""
+        low, high = self.sigma_range
+        return low + (high - low) * sigmas
 
     def sample_unshifted(self, batch_size: int, generator: torch.Generator | None, device) -> torch.Tensor:
         raise NotImplementedError
@@ -120,7 +137,7 @@ class TimestepSampler:
         device: torch.device | str = "cpu",
         num_tokens: int | None = None,
     ) -> torch.Tensor:
-        """Draw `[batch_size]` sigmas in (0, 1).
+        """Draw `[batch_size]` sigmas in (0, 1) (in ``sigma_range``).
 
         Args:
             num_tokens: visual tokens per sample; when given, the shift is `resolution_shift(num_tokens)`
@@ -128,7 +145,7 @@ class TimestepSampler:
         """
         sigmas = self.sample_unshifted(batch_size, generator, device)
         shift = resolution_shift(num_tokens) if num_tokens is not None else self.shift
-        return shift_sigmas(sigmas, shift)
+        return self.to_range(shift_sigmas(sigmas, shift))
 
 
 @dataclass

@@ -119,6 +119,9 @@ class TaskConfig:
     logit_std: float = 1.0
     shift: float = 1.0  # sigma shift (SD3 style); larger values favour noisier timesteps
     resolution_shift: bool = False  # per-sample shift from its token count (Flux rule, as the pipelines sample)
+    # Train only this part of the noise path, (low, high): drawn sigmas are mapped affinely onto it. [0.8, 1.0]
+    # trains a high-noise expert (layout and motion), [0.0, 0.8] its low-noise partner; see seedkit.flow.timesteps.
+    sigma_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     # > 0: weight each latent position's loss by 1 + foreground_weight * (how far its clean latent is from the
     # frame's median, relative to the frame's farthest), so small objects on flat backgrounds count more than the
     # few latent positions they cover would give them. 0 keeps the plain mean.

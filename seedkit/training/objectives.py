@@ -110,7 +110,7 @@ class FlowMatchingObjective:
         self.patch_size = tuple(patch_size)
         self.empty_prompt = empty_prompt
         self.condition_channels = condition_channels
-        kwargs = {"shift": task.shift}
+        kwargs = {"shift": task.shift, "sigma_range": tuple(task.sigma_range)}
         if task.timestep_sampling == "logit_normal":
             kwargs.update(mean=task.logit_mean, std=task.logit_std)
         self.sampler = get_timestep_sampler(task.timestep_sampling, **kwargs)
@@ -121,7 +121,7 @@ class FlowMatchingObjective:
         if self.task.resolution_shift:
             sigma = self.sampler.sample_unshifted(batch_size, generator, device)
             shifts = [resolution_shift(num_tokens(shape[1:], self.patch_size)) for shape in shapes]
-            sigma = torch.stack([shift_sigmas(s, shift) for s, shift in zip(sigma, shifts)])
+            sigma = self.sampler.to_range(torch.stack([shift_sigmas(s, shift) for s, shift in zip(sigma, shifts)]))
         else:
             sigma = self.sampler.sample(batch_size, generator=generator, device=device)
         drop_text = torch.rand(batch_size, generator=generator, device=device) < self.task.text_dropout

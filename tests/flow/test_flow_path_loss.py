@@ -167,3 +167,16 @@ def test_timestep_samplers():
     assert isinstance(get_timestep_sampler("logit_normal", std=0.5), LogitNormalSampler)
     with pytest.raises(ValueError, match="valid names: uniform, logit_normal"):
         get_timestep_sampler("cosine")
+
+
+def test_sigma_range_trains_one_part_of_the_path():
+    expert = UniformSampler(sigma_range=(0.8, 1.0)).sample(100_000, generator=torch.Generator().manual_seed(0))
+    assert 0.8 <= float(expert.min()) and float(expert.max()) <= 1.0
+    # affine: a uniform draw stays uniform on the interval, with mean 0.9 and P(sigma <= 0.85) = 0.25
+    assert abs(float(expert.mean()) - 0.9) < 0.002 and abs(float((expert <= 0.85).double().mean()) - 0.25) < 0.01
+    plain = LogitNormalSampler(shift=3.0).sample(1000, generator=torch.Generator().manual_seed(1))
+    low_noise = LogitNormalSampler(shift=3.0, sigma_range=(0.0, 0.8))
+    ranged = low_noise.sample(1000, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ranged, 0.8 * plain)  # the shift applies first, then the map
+    with pytest.raises(ValueError, match="sigma_range"):
+        UniformSampler(sigma_range=(0.9, 0.8))

@@ -188,6 +188,10 @@ def test_resolution_shift_draws_noisier_levels_for_longer_sequences():
     only_small, _, _ = objective._draws([small] * 32, torch.Generator().manual_seed(0), "cpu")
     only_large, _, _ = objective._draws([large] * 32, torch.Generator().manual_seed(0), "cpu")
     assert torch.equal(mixed, torch.cat([only_small[:16], only_large[16:]]))  # each sample gets its own shift
+    task = TaskConfig(resolution_shift=True, sigma_range=[0.8, 1.0])
+    expert = FlowMatchingObjective(task, {"text": torch.zeros(1, 4)}, 0)
+    ranged, _, _ = expert._draws([small] * 16 + [large] * 16, torch.Generator().manual_seed(0), "cpu")
+    torch.testing.assert_close(ranged, 0.8 + 0.2 * mixed)
 
 
 def test_resume_refuses_a_checkpoint_of_other_model_settings(tmp_path, data_dirs, capsys):
