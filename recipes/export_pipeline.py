@@ -10,6 +10,14 @@ pipeline (T2I, T2V, I2V) and `seedkit generate` load. Text encoders whose weight
 are stored by name only, which keeps the directory small. The directory is written next to the target and renamed,
 so a reader never sees half of it. A checkpoint directory exports its EMA weights (see
 `seedkit.training.recipes.export_checkpoint`), for picking a step other than the run's last.
+
+A run trained on the high-noise part of the path only (`--set task.sigma_range=[0.8,1.0]`) is one of two
+noise-interval experts; `--low-noise-transformer DIR --boundary-ratio 0.8` stores it as `transformer` and the
+transformer in DIR (for example an existing model's `transformer` folder) as `transformer_2`, which samples below
+the boundary:
+
+    python recipes/export_pipeline.py runs/high-noise/final --out models/experts \
+        --low-noise-transformer seedkit/default_model/transformer --boundary-ratio 0.8
 """
 
 from __future__ import annotations
@@ -23,7 +31,14 @@ from pathlib import Path
 
 
 def export_pipeline(
-    run_dir: Path, out_dir: Path, height: int, width: int, num_frames: int, shift: float = 1.0
+    run_dir: Path,
+    out_dir: Path,
+    height: int,
+    width: int,
+    num_frames: int,
+    shift: float = 1.0,
+    low_noise_transformer: Path | None = None,
+    boundary_ratio: float | None = None,
 ) -> Path:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -36,7 +51,9 @@ def export_pipeline(
     if (run_dir / CHECKSUM_FILE).is_file():
         with tempfile.TemporaryDirectory(prefix="export-") as exported:
             final = export_checkpoint(run_dir, Path(exported) / "final")
-            return export_pipeline(final, out_dir, height, width, num_frames, shift)
+            return export_pipeline(
+                final, out_dir, height, width, num_frames, shift, low_noise_transformer, boundary_ratio
+            )
     name_file = run_dir / "text_encoder_name.txt"
     if not name_file.exists():
         raise FileNotFoundError(f"{name_file} is missing: pass the 'final' directory that recipes/train.py exports")
@@ -47,8 +64,13 @@ def export_pipeline(
         text_encoder_name,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
     )
+    if low_noise_transformer is not None:
+        from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+
+        components["transformer_2"] = SeedTransformer3DModel.from_pretrained(low_noise_transformer)
     pipeline = SeedkitTextToVideoPipeline(
         **components,
+        boundary_ratio=boundary_ratio,
         default_height=height,
         default_width=width,
         default_num_frames=num_frames,
@@ -59,8 +81,9 @@ def export_pipeline(
     pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
     # from_pretrained records where each component was loaded from (the run's local paths); a published model
     # names each component by its folder instead.
-    for name in ("transformer", "vae"):
-        getattr(pipeline, name).register_to_config(_name_or_path=name)
+    for name in ("transformer", "vae", "transformer_2"):
+        if getattr(pipeline, name) is not None:
+            getattr(pipeline, name).register_to_config(_name_or_path=name)
     temporary = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(temporary, ignore_errors=True)
     pipeline.save_pretrained(temporary, bundle_text_encoder=not TEXT_ENCODERS[text_encoder_name].ships_weights)
@@ -79,8 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64, help="default width of generated samples")
     parser.add_argument("--frames", type=int, default=17, help="default frame count (1 + 4k)")
     parser.add_argument("--shift", type=float, default=1.0, help="the scheduler's timestep shift")
+    parser.add_argument(
+        "--low-noise-transformer",
+        type=Path,
+        help="a transformer directory to sample below --boundary-ratio (this run then samples above it)",
+    )
+    parser.add_argument(
+        "--boundary-ratio", type=float, help="noise level in (0, 1) where the run hands over to the low-noise one"
+    )
     args = parser.parse_args(argv)
-    path = export_pipeline(args.run_dir, args.out, args.height, args.width, args.frames, args.shift)
+    if (args.low_noise_transformer is None) != (args.boundary_ratio is None):
+        parser.error("--low-noise-transformer and --boundary-ratio go together")
+    path = export_pipeline(
+        args.run_dir,
+        args.out,
+        args.height,
+        args.width,
+        args.frames,
+        args.shift,
+        args.low_noise_transformer,
+        args.boundary_ratio,
+    )
     size_mb = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
     print(f"pipeline written to {path} ({size_mb:.1f} MB)")
     return 0

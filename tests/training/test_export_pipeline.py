@@ -72,3 +72,22 @@ def test_a_checkpoint_exports_its_ema_weights(tmp_path):
 
     for name, tensor in build_vae(config).state_dict().items():
         assert torch.equal(pipe.vae.state_dict()[name], tensor), name
+
+
+def test_export_two_noise_experts(run_dir, tmp_path):
+    from export_pipeline import main
+
+    low_noise = build_components("debug", seed=5)["transformer"]
+    low_noise.save_pretrained(tmp_path / "low")
+    assert main([str(run_dir), "--out", str(tmp_path / "model"), "--height", "32", "--width", "32", "--frames", "9",
+                 "--low-noise-transformer", str(tmp_path / "low"), "--boundary-ratio", "0.8"]) == 0
+    pipe = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "model")
+    assert pipe.config.boundary_ratio == 0.8
+    assert json.loads((tmp_path / "model" / "transformer_2" / "config.json").read_text())["_name_or_path"] == (
+        "transformer_2"
+    )
+    for name, tensor in low_noise.state_dict().items():
+        assert torch.equal(pipe.transformer_2.state_dict()[name], tensor), name
+    assert not torch.equal(pipe.transformer.patch_embedder.weight, low_noise.patch_embedder.weight)  # the run's own
+    with pytest.raises(SystemExit):
+        main([str(run_dir), "--out", str(tmp_path / "other"), "--boundary-ratio", "0.8"])
