@@ -105,6 +105,35 @@ def apply_rotary_embedding(hidden_states: torch.Tensor, cos: torch.Tensor, sin: 
     return rotated.flatten(-2)
 
 
+class GridPositionEmbedding(nn.Module):
+    """Absolute grid positions added to video tokens: ``[L, 3]`` positions in grids ``[L, 3]`` -> ``[L, dim]``.
+
+    RoPE only tells attention the *offset* between two tokens, so a token does not know which frame it is in or how
+    far it is from a frame edge. Drawing an object that moves with the prompt's direction needs both: frame ``t``
+    must place it ``t`` steps further along than frame 0 (from a per-token score that RoPE makes a sum of one term per
+    axis, a single head cannot prefer the row offset ``-v t`` for every ``t``), and a bounce happens at a wall. Each
+    token gets sinusoidal features of its distance to both ends of every axis (``t, F'-1-t, y, H'-1-y, x, W'-1-x``,
+    in patch units, so a 96-pixel frame's right edge is as recognisable as a 64-pixel one's), projected to ``dim``
+    by a linear layer that starts at zero: a model grown with this embedding computes what it computed before.
+    Latte and Open-Sora 1.0 add absolute temporal embeddings for the same reason.
+    """
+
+    def __init__(self, dim: int, channels_per_distance: int = 32, max_period: float = 100.0):
+        super().__init__()
+        half = channels_per_distance // 2
+        frequencies = max_period ** (-torch.arange(half, dtype=torch.float32) / half)
+        self.register_buffer("frequencies", frequencies, persistent=False)
+        self.projection = nn.Linear(6 * channels_per_distance, dim)
+        nn.init.zeros_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
+
+    def forward(self, positions: torch.Tensor, grid_sizes: torch.Tensor) -> torch.Tensor:
+        distances = torch.cat([positions, grid_sizes - 1 - positions], dim=-1)  # [L, 6]
+        angles = distances[..., None] * self.frequencies.to(distances.device)  # [L, 6, half]
+        features = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+        return self.projection(features.to(self.projection.weight.dtype))
+
+
 class TimestepPooledTextEmbedding(nn.Module):
     """Conditioning vector ``c = MLP(sinusoid(timestep)) [+ MLP(pooled text)]``.
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from .attention import attention, varlen_attention
 from .embeddings import (
+    GridPositionEmbedding,
     RotaryPositionEmbedding3D,
     TimestepPooledTextEmbedding,
     apply_rotary_embedding,
@@ -289,6 +290,9 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             so one red square has unrelated latents in frame 0 and after it (shapes-tiny's VAE decodes frame 0's red
             code in a later frame as teal). Rotary positions are relative, so without this a token can tell which
             code to use only indirectly.
+        absolute_position_embedding: add :class:`~seedkit.models.embeddings.GridPositionEmbedding` (each token's
+            distance to both ends of every grid axis, zero at init) to the video tokens, so a token knows its frame
+            index and where the frame edges are, which RoPE's relative offsets give only indirectly.
     """
 
     _supports_gradient_checkpointing = True
@@ -314,6 +318,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         rope_theta: float = 10000.0,
         eps: float = 1e-6,
         mark_first_frame: bool = False,
+        absolute_position_embedding: bool = False,
     ):
         super().__init__()
         if sum(rope_axes_dim) != attention_head_dim:
@@ -335,6 +340,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.timestep_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, NUM_MODULATIONS * dim))
         self.rotary_embedding = RotaryPositionEmbedding3D(tuple(rope_axes_dim), rope_theta)
         self.first_frame_embedding = nn.Parameter(torch.zeros(dim)) if mark_first_frame else None
+        self.grid_position_embedding = GridPositionEmbedding(dim) if absolute_position_embedding else None
 
         # 2. Transformer blocks.
         self.dual_stream_blocks = nn.ModuleList(
@@ -382,6 +388,14 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             return video_hidden_states
         is_first = (frame_index == 0).to(video_hidden_states.dtype)[:, None]
         return video_hidden_states + is_first * self.first_frame_embedding.to(video_hidden_states.dtype)
+
+    def _add_grid_positions(
+        self, video_hidden_states: torch.Tensor, positions: torch.Tensor, grid_sizes: torch.Tensor
+    ) -> torch.Tensor:
+        """Add the absolute position embedding of ``positions [L, 3]`` in grids ``grid_sizes [L, 3]`` (if any)."""
+        if self.grid_position_embedding is None:
+            return video_hidden_states
+        return video_hidden_states + self.grid_position_embedding(positions, grid_sizes).to(video_hidden_states.dtype)
 
     def _grid_size(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
         num_frames, height, width = latent_shape[-3:]
@@ -532,6 +546,8 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         video_positions = video_position_ids(grid_size, device=hidden_states.device)
         video_hidden_states = self.patch_embedder(patchify(hidden_states, patch_size))
         video_hidden_states = self._mark_first_frame(video_hidden_states, video_positions[:, 0])
+        grid_extent = torch.tensor(grid_size, device=video_positions.device, dtype=video_positions.dtype)
+        video_hidden_states = self._add_grid_positions(video_hidden_states, video_positions, grid_extent)
         text_hidden_states = self.text_embedder(encoder_hidden_states)
 
         # 2. Timestep (+ pooled text) conditioning.
@@ -630,7 +646,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         patch_size = tuple(self.config.patch_size)
 
         # 1. Per-sample patchify and text selection, then one embedding call over all tokens.
-        grid_sizes, video_patches, text_embeddings, position_ids, video_frames = [], [], [], [], []
+        grid_sizes, video_patches, text_embeddings, position_ids, video_positions_list = [], [], [], [], []
         for index, latents in enumerate(hidden_states):
             sample_condition = None if condition is None else condition[index].unsqueeze(0)
             latents = self._concat_condition(latents.unsqueeze(0), sample_condition)
@@ -644,11 +660,19 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             video_positions = video_position_ids(grid_size, device=device)
             position_ids.append(text_position_ids(text.shape[0], grid_size, device=device))
             position_ids.append(video_positions)
-            video_frames.append(video_positions[:, 0])
+            video_positions_list.append(video_positions)
         text_lengths = torch.tensor([text.shape[0] for text in text_embeddings], device=device)
         video_lengths = torch.tensor([patches.shape[0] for patches in video_patches], device=device)
         video_hidden_states = self.patch_embedder(torch.cat(video_patches))
-        video_hidden_states = self._mark_first_frame(video_hidden_states, torch.cat(video_frames)).unsqueeze(0)
+        video_positions = torch.cat(video_positions_list)
+        video_hidden_states = self._mark_first_frame(video_hidden_states, video_positions[:, 0])
+        grid_extents = torch.cat(
+            [
+                positions.new_tensor(grid_size).expand_as(positions)
+                for positions, grid_size in zip(video_positions_list, grid_sizes)
+            ]
+        )
+        video_hidden_states = self._add_grid_positions(video_hidden_states, video_positions, grid_extents).unsqueeze(0)
         text_hidden_states = self.text_embedder(torch.cat(text_embeddings)).unsqueeze(0)
 
         # 2. Per-sample conditioning; tokens pick their sample's row through the *_sample_index tensors.

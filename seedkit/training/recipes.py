@@ -50,7 +50,13 @@ def build_vae(config: RecipeConfig) -> torch.nn.Module:
 
 # Architecture switches a fine-tune may turn on, with the parameters they add. Those start at zero, so the grown
 # model computes what the given weights did and training takes it from there.
-GROWABLE_TRANSFORMER_KEYS = {"mark_first_frame": {"first_frame_embedding"}}
+GROWABLE_TRANSFORMER_KEYS = {
+    "mark_first_frame": {"first_frame_embedding"},
+    "absolute_position_embedding": {
+        "grid_position_embedding.projection.weight",
+        "grid_position_embedding.projection.bias",
+    },
+}
 
 
 def build_transformer(config: RecipeConfig) -> torch.nn.Module:

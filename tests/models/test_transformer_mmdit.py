@@ -9,6 +9,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
 from seedkit.models import flavors
 from seedkit.models.embeddings import (
+    GridPositionEmbedding,
     RotaryPositionEmbedding3D,
     apply_rotary_embedding,
     text_position_ids,
@@ -198,9 +199,9 @@ def test_position_ids_layout():
     assert text.tolist() == [[4, 4, 4], [5, 5, 5], [6, 6, 6]]
 
 
-@pytest.mark.parametrize("mark_first_frame", [False, True])
-def test_forward_packed_equals_separate_forwards(mark_first_frame):
-    model = build_model(mark_first_frame=mark_first_frame)
+@pytest.mark.parametrize("switch", [None, "mark_first_frame", "absolute_position_embedding"])
+def test_forward_packed_equals_separate_forwards(switch):
+    model = build_model(**({switch: True} if switch else {}))
     generator = torch.Generator().manual_seed(3)
     sample_a = torch.randn(8, 3, 8, 6, generator=generator)
     sample_b = torch.randn(8, 1, 4, 10, generator=generator)
@@ -257,3 +258,33 @@ def test_first_frame_embedding_marks_only_the_first_latent_frame():
         assert not torch.allclose(marked(latents, timestep, text).sample, plain(latents, timestep, text).sample)
         marked.first_frame_embedding.zero_()  # as initialised: the same function as the model without it
         torch.testing.assert_close(marked(latents, timestep, text).sample, plain(latents, timestep, text).sample)
+
+
+def test_grid_position_embedding_gives_each_token_its_frame_and_edge_distances():
+    embedding = GridPositionEmbedding(dim=16, channels_per_distance=8)
+    with torch.no_grad():
+        embedding.projection.weight.normal_()
+    positions = video_position_ids((3, 2, 4))
+    embedded = embedding(positions, torch.tensor([3.0, 2.0, 4.0]).expand_as(positions))
+    assert embedded.shape == (24, 16)
+    # every token of the grid gets its own vector, so the first and the last frame differ (under RoPE alone, a
+    # token's content does not say which frame it is in)
+    assert (torch.cdist(embedded, embedded) + torch.eye(24) * 1e3).min() > 1e-3
+    # the distance to the far edge counts too: column 3 is the right edge of a 4-wide grid, not of a 6-wide one
+    wider = embedding(positions, torch.tensor([3.0, 2.0, 6.0]).expand_as(positions))
+    assert not torch.allclose(wider, embedded)
+    with torch.no_grad():
+        embedding.projection.weight.zero_()
+    assert not embedding(positions, torch.tensor([3.0, 2.0, 4.0]).expand_as(positions)).any()
+
+
+def test_absolute_position_embedding_starts_as_the_model_without_it():
+    grown = build_model(absolute_position_embedding=True)
+    plain = SeedTransformer3DModel(**{**grown.config, "absolute_position_embedding": False}).eval()
+    plain.load_state_dict({k: v for k, v in grown.state_dict().items() if not k.startswith("grid_position_embedding")})
+    latents, timestep, text = inputs(num_frames=3)
+    with torch.no_grad():
+        assert not torch.allclose(grown(latents, timestep, text).sample, plain(latents, timestep, text).sample)
+        grown.grid_position_embedding.projection.weight.zero_()
+        grown.grid_position_embedding.projection.bias.zero_()
+        torch.testing.assert_close(grown(latents, timestep, text).sample, plain(latents, timestep, text).sample)

@@ -18,6 +18,7 @@ from seedkit.training.objectives import (
     foreground_loss_weight,
 )
 from seedkit.training.recipes import (
+    GROWABLE_TRANSFORMER_KEYS,
     build_transformer,
     build_transformer_trainer,
     build_vae,
@@ -222,7 +223,8 @@ def test_fine_tune_starts_from_the_given_transformer_weights(tmp_path, data_dirs
     assert len(trainer.losses) == 4
 
 
-def test_fine_tune_can_switch_on_the_first_frame_embedding(tmp_path):
+@pytest.mark.parametrize("switch", sorted(GROWABLE_TRANSFORMER_KEYS))
+def test_fine_tune_can_switch_on_a_zero_initialised_embedding(tmp_path, switch):
     base = build_transformer(load_config(None, ["model.flavor=debug"]))
     with torch.no_grad():
         for parameter in base.parameters():
@@ -231,10 +233,12 @@ def test_fine_tune_can_switch_on_the_first_frame_embedding(tmp_path):
     # as weights saved before the switch existed (the bundled v5) have it: not in config.json at all
     config_path = tmp_path / "base" / "config.json"
     saved = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({key: value for key, value in saved.items() if key != "mark_first_frame"}))
+    config_path.write_text(json.dumps({key: value for key, value in saved.items() if key != switch}))
     overrides = ["model.flavor=debug", f"model.transformer_path={tmp_path / 'base'}"]
-    grown = build_transformer(load_config(None, [*overrides, "model.transformer={mark_first_frame: true}"]))
-    assert grown.config.mark_first_frame and not grown.first_frame_embedding.any()
+    grown = build_transformer(load_config(None, [*overrides, f"model.transformer={{{switch}: true}}"]))
+    added = {name: tensor for name, tensor in grown.state_dict().items() if name in GROWABLE_TRANSFORMER_KEYS[switch]}
+    assert grown.config[switch] and set(added) == GROWABLE_TRANSFORMER_KEYS[switch]
+    assert not any(tensor.any() for tensor in added.values())
     generator = torch.Generator().manual_seed(0)
     latents, text = torch.randn(1, 8, 3, 4, 4, generator=generator), torch.randn(1, 5, 32, generator=generator)
     timestep = torch.tensor([500.0])
@@ -242,9 +246,9 @@ def test_fine_tune_can_switch_on_the_first_frame_embedding(tmp_path):
         torch.testing.assert_close(grown(latents, timestep, text).sample, base(latents, timestep, text).sample)
     # switching it off again would drop trained weights: refused like any other architecture change
     grown.save_pretrained(tmp_path / "grown")
-    with pytest.raises(ValueError, match="mark_first_frame"):
+    with pytest.raises(ValueError, match=switch):
         overrides = ["model.flavor=debug", f"model.transformer_path={tmp_path / 'grown'}"]
-        build_transformer(load_config(None, [*overrides, "model.transformer={mark_first_frame: false}"]))
+        build_transformer(load_config(None, [*overrides, f"model.transformer={{{switch}: false}}"]))
 
 
 def test_fine_tune_refuses_weights_of_another_architecture(tmp_path):
