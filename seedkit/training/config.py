@@ -144,6 +144,9 @@ class ValidationConfig:
     width: int = 64
     num_frames: int = 17  # 1 samples images
     seed: int = 0  # prompt i samples with seed + i
+    # > 0: also run the caption-sensitivity probe (evaluation.shapesbench.sensitivity) on this many fresh ShapesWorld
+    # clips per attribute, at height x width x num_frames, and log how often the true caption wins
+    sensitivity_clips: int = 0
 
 
 @dataclass

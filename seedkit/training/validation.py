@@ -6,12 +6,18 @@ with ``validation.prompts``. Samples land in ``<output_dir>/samples/step-XXXXXXX
 ``contact_sheet.png``, prompts in rows and evenly spaced frames in columns) and the contact sheet goes to the
 tensorboard tracker.
 
+With ``validation.sensitivity_clips`` the same weights also go through the caption-sensitivity probe
+(:mod:`evaluation.shapesbench.sensitivity`): ``sensitivity.json`` in the step's directory and
+``sensitivity/<attribute>`` (the true caption's preference, 0.5 = the words are ignored) in the trackers, so a run
+shows when, or whether, its transformer starts using colour, shape, size and motion words, which loss curves hide.
+
 Sampling must not change training: it draws from its own generators inside ``torch.random.fork_rng``, uses a copy
 of the transformer, and runs on the main process only, so a run with validation has the same losses as one without.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,8 +66,11 @@ class ValidationSampler:
     def __init__(
         self, config: ValidationConfig, vae: torch.nn.Module, text_encoder_name: str, output_dir: str | Path, fps=8.0
     ) -> None:
-        if config.every > 0 and not config.prompts:
-            raise ValueError("validation.every is set but validation.prompts is empty; give prompts or set every: 0")
+        if config.every > 0 and not config.prompts and config.sensitivity_clips <= 0:
+            raise ValueError(
+                "validation.every is set but validation.prompts is empty and validation.sensitivity_clips is 0; "
+                "give prompts or sensitivity clips, or set every: 0"
+            )
         self.config = config
         self.vae = vae
         self.text_encoder_name = text_encoder_name
@@ -75,10 +84,17 @@ class ValidationSampler:
         state = trainer.export_state()
         if trainer.accelerator.is_main_process:
             live = trainer.unwrapped_model.transformer
-            sheet = self.sample(live, state, trainer.state.step, trainer.accelerator.device)
-            if "tensorboard" in trainer.config.trackers:
-                writer = trainer.accelerator.get_tracker("tensorboard", unwrap=True)
-                writer.add_image("validation", sheet, trainer.state.step, dataformats="HWC")
+            step, device = trainer.state.step, trainer.accelerator.device
+            if self.config.prompts:
+                sheet = self.sample(live, state, step, device)
+                if "tensorboard" in trainer.config.trackers:
+                    writer = trainer.accelerator.get_tracker("tensorboard", unwrap=True)
+                    writer.add_image("validation", sheet, step, dataformats="HWC")
+            if self.config.sensitivity_clips > 0:
+                preferences = self.probe_captions(live, state, step, device)
+                if trainer.config.trackers:
+                    logged = {f"sensitivity/{name}": value for name, value in preferences.items()}
+                    trainer.accelerator.log(logged, step=step)
         trainer.accelerator.wait_for_everyone()
 
     def pipeline(self, live_transformer: torch.nn.Module, state: dict, device: torch.device):
@@ -130,3 +146,28 @@ class ValidationSampler:
         sheet = contact_sheet(videos)
         write_video(out_dir / "contact_sheet.png", sheet[None])
         return sheet
+
+    @torch.no_grad()
+    def probe_captions(
+        self, live_transformer: torch.nn.Module, state: dict, step: int, device: torch.device
+    ) -> dict[str, float]:
+        """Run the caption-sensitivity probe; writes ``sensitivity.json`` and returns ``{attribute: preference}``."""
+        from evaluation.shapesbench.sensitivity import caption_sensitivity
+
+        config = self.config
+        pipeline = self.pipeline(live_transformer, state, device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            results = caption_sensitivity(
+                pipeline,
+                num_clips=config.sensitivity_clips,
+                seed=config.seed,
+                progress=False,
+                height=config.height,
+                width=config.width,
+                num_frames=config.num_frames,
+            )
+        out_dir = self.samples_dir / f"step-{step:08d}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report = {name: result.to_dict() for name, result in results.items()}
+        (out_dir / "sensitivity.json").write_text(json.dumps(report, indent=2) + "\n")
+        return {name: result.preference for name, result in results.items()}

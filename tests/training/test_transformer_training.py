@@ -258,6 +258,42 @@ def test_fine_tune_refuses_weights_of_another_architecture(tmp_path):
         build_transformer(load_config(None, ["model.flavor=debug", f"model.transformer_path={tmp_path / 'base'}"]))
 
 
+def test_validation_caption_sensitivity_is_logged_without_changing_training(tmp_path, data_dirs):
+    plain = build_transformer_trainer(recipe(tmp_path / "plain", data_dirs))
+    plain.train()
+    probe = [
+        "validation.every=2", "validation.sensitivity_clips=2", "validation.height=32", "validation.width=32",
+        "validation.num_frames=5", "train.trackers=[tensorboard]",
+    ]
+    probed = build_transformer_trainer(recipe(tmp_path / "probed", data_dirs, *probe))  # no prompts: probe only
+    probed.train()
+    probed.end()
+    assert probed.losses == plain.losses
+    for step in (2, 4):
+        step_dir = tmp_path / "probed" / "samples" / f"step-{step:08d}"
+        assert sorted(path.name for path in step_dir.iterdir()) == ["sensitivity.json"]
+        report = json.loads((step_dir / "sensitivity.json").read_text())
+        assert sorted(report) == ["color", "motion", "shape", "size"]
+        for result in report.values():
+            assert result["clips"] == 2 and 0.0 <= result["preference"] <= 1.0
+            assert result["example"][0] != result["example"][1]
+    # the step-4 probe is what the exported EMA weights give under the standalone probe
+    from evaluation.shapesbench.sensitivity import caption_sensitivity
+    from seedkit.pipelines.base import assemble_components
+    from seedkit.pipelines.text_to_video import SeedkitTextToVideoPipeline
+
+    final = export_model(probed, recipe(tmp_path / "probed", data_dirs, *probe), tmp_path / "final")
+    name = (final / "text_encoder_name.txt").read_text().strip()
+    components = assemble_components(final / "transformer", final / "vae", name)
+    pipe = SeedkitTextToVideoPipeline(**components, text_encoder_name=name)
+    again = caption_sensitivity(pipe, num_clips=2, progress=False, height=32, width=32, num_frames=5)
+    logged = json.loads((tmp_path / "probed" / "samples" / "step-00000004" / "sensitivity.json").read_text())
+    for attribute, result in again.items():
+        assert result.loss_true == pytest.approx(logged[attribute]["loss_true"], rel=1e-4)
+    with pytest.raises(ValueError, match="sensitivity_clips"):
+        build_transformer_trainer(recipe(tmp_path / "none", data_dirs, "validation.every=2"))
+
+
 def test_validation_samples_the_ema_weights_without_changing_training(tmp_path, data_dirs):
     from seedkit.data.video_io import read_video
     from seedkit.pipelines.base import assemble_components
