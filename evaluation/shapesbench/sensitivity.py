@@ -143,22 +143,27 @@ def caption_sensitivity(
     height: int = 64,
     width: int = 64,
     num_frames: int = 17,
+    clips: dict[str, list[ProbeClip]] | None = None,
 ) -> dict[str, AttributeSensitivity]:
     """Probe ``pipeline`` (a seedkit text-to-video pipeline) for every attribute on ``num_clips`` clips of
-    ``num_frames`` x ``height`` x ``width``; see the module docstring."""
+    ``num_frames`` x ``height`` x ``width``; see the module docstring. ``clips`` (``{attribute: probe_clips(...)}``)
+    reuses clips encoded before, as a training run probing the same VAE's latents again and again does."""
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
     if not sigmas or any(not 0.0 < sigma <= 1.0 for sigma in sigmas):
         raise ValueError(f"sigmas must be noise levels in (0, 1], got {tuple(sigmas)}")
     results = {}
     for attribute in attributes:
-        clips = probe_clips(pipeline, attribute, num_clips, seed, height, width, num_frames)
+        if clips is None:
+            attribute_clips = probe_clips(pipeline, attribute, num_clips, seed, height, width, num_frames)
+        else:
+            attribute_clips = clips[attribute]
         per_sigma = {}
         wins = []
         for sigma in sigmas:
             true_losses, edited_losses = [], []
             for index, clip in enumerate(
-                tqdm(clips, desc=f"{attribute} sigma {sigma}", disable=not progress, leave=False)
+                tqdm(attribute_clips, desc=f"{attribute} sigma {sigma}", disable=not progress, leave=False)
             ):
                 generator = torch.Generator().manual_seed(seed * 100_003 + index)
                 loss_true, loss_edited = caption_losses(pipeline, clip, sigma, generator)
@@ -173,12 +178,12 @@ def caption_sensitivity(
             }
         results[attribute] = AttributeSensitivity(
             attribute=attribute,
-            clips=len(clips),
+            clips=len(attribute_clips),
             preference=float(np.mean(wins)),
             loss_true=float(np.mean([row["loss_true"] for row in per_sigma.values()])),
             loss_edited=float(np.mean([row["loss_edited"] for row in per_sigma.values()])),
             per_sigma=per_sigma,
-            example=(clips[0].caption, clips[0].edited_caption),
+            example=(attribute_clips[0].caption, attribute_clips[0].edited_caption),
         )
     return results
 

@@ -115,7 +115,8 @@ class GridPositionEmbedding(nn.Module):
     token gets sinusoidal features of its distance to both ends of every axis (``t, F'-1-t, y, H'-1-y, x, W'-1-x``,
     in patch units, so a 96-pixel frame's right edge is as recognisable as a 64-pixel one's), projected to ``dim``
     by a linear layer that starts at zero: a model grown with this embedding computes what it computed before.
-    Latte and Open-Sora 1.0 add absolute temporal embeddings for the same reason.
+    Latte and Open-Sora 1.0 add absolute temporal embeddings for the same reason. (Fine-tuning shapes-tiny with it,
+    and training one from scratch, did not make the model follow direction words: issue 4's session-12 note.)
     """
 
     def __init__(self, dim: int, channels_per_distance: int = 32, max_period: float = 100.0):
@@ -129,7 +130,7 @@ class GridPositionEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, grid_sizes: torch.Tensor) -> torch.Tensor:
         distances = torch.cat([positions, grid_sizes - 1 - positions], dim=-1)  # [L, 6]
-        angles = distances[..., None] * self.frequencies.to(distances.device)  # [L, 6, half]
+        angles = distances[..., None] * self.frequencies  # [L, 6, half]
         features = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
         return self.projection(features.to(self.projection.weight.dtype))
 

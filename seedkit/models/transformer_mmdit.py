@@ -390,12 +390,18 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         return video_hidden_states + is_first * self.first_frame_embedding.to(video_hidden_states.dtype)
 
     def _add_grid_positions(
-        self, video_hidden_states: torch.Tensor, positions: torch.Tensor, grid_sizes: torch.Tensor
+        self,
+        video_hidden_states: torch.Tensor,
+        positions: list[torch.Tensor],
+        grid_sizes: list[tuple[int, int, int]],
     ) -> torch.Tensor:
-        """Add the absolute position embedding of ``positions [L, 3]`` in grids ``grid_sizes [L, 3]`` (if any)."""
+        """Add the absolute position embedding (if any) to tokens ``[..., L, dim]``: per sample, its positions
+        ``[L_i, 3]`` in its grid ``grid_sizes[i]``, in the tokens' order."""
         if self.grid_position_embedding is None:
             return video_hidden_states
-        return video_hidden_states + self.grid_position_embedding(positions, grid_sizes).to(video_hidden_states.dtype)
+        extents = [sample.new_tensor(grid).expand_as(sample) for sample, grid in zip(positions, grid_sizes)]
+        embedded = self.grid_position_embedding(torch.cat(positions), torch.cat(extents))
+        return video_hidden_states + embedded.to(video_hidden_states.dtype)
 
     def _grid_size(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
         num_frames, height, width = latent_shape[-3:]
@@ -546,8 +552,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         video_positions = video_position_ids(grid_size, device=hidden_states.device)
         video_hidden_states = self.patch_embedder(patchify(hidden_states, patch_size))
         video_hidden_states = self._mark_first_frame(video_hidden_states, video_positions[:, 0])
-        grid_extent = torch.tensor(grid_size, device=video_positions.device, dtype=video_positions.dtype)
-        video_hidden_states = self._add_grid_positions(video_hidden_states, video_positions, grid_extent)
+        video_hidden_states = self._add_grid_positions(video_hidden_states, [video_positions], [grid_size])
         text_hidden_states = self.text_embedder(encoder_hidden_states)
 
         # 2. Timestep (+ pooled text) conditioning.
@@ -664,15 +669,9 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         text_lengths = torch.tensor([text.shape[0] for text in text_embeddings], device=device)
         video_lengths = torch.tensor([patches.shape[0] for patches in video_patches], device=device)
         video_hidden_states = self.patch_embedder(torch.cat(video_patches))
-        video_positions = torch.cat(video_positions_list)
-        video_hidden_states = self._mark_first_frame(video_hidden_states, video_positions[:, 0])
-        grid_extents = torch.cat(
-            [
-                positions.new_tensor(grid_size).expand_as(positions)
-                for positions, grid_size in zip(video_positions_list, grid_sizes)
-            ]
-        )
-        video_hidden_states = self._add_grid_positions(video_hidden_states, video_positions, grid_extents).unsqueeze(0)
+        video_hidden_states = self._mark_first_frame(video_hidden_states, torch.cat(video_positions_list)[:, 0])
+        video_hidden_states = self._add_grid_positions(video_hidden_states, video_positions_list, grid_sizes)
+        video_hidden_states = video_hidden_states.unsqueeze(0)
         text_hidden_states = self.text_embedder(torch.cat(text_embeddings)).unsqueeze(0)
 
         # 2. Per-sample conditioning; tokens pick their sample's row through the *_sample_index tensors.

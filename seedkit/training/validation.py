@@ -77,6 +77,7 @@ class ValidationSampler:
         self.samples_dir = Path(output_dir) / "samples"
         self.fps = fps
         self._pipeline = None  # built at the first validation, reused with new weights after
+        self._probe_clips = None  # the sensitivity probe's encoded clips: the VAE does not change while training
 
     def __call__(self, trainer: "Trainer") -> None:
         if self.config.every <= 0 or trainer.state.step % self.config.every != 0:
@@ -152,19 +153,21 @@ class ValidationSampler:
         self, live_transformer: torch.nn.Module, state: dict, step: int, device: torch.device
     ) -> dict[str, float]:
         """Run the caption-sensitivity probe; writes ``sensitivity.json`` and returns ``{attribute: preference}``."""
-        from evaluation.shapesbench.sensitivity import caption_sensitivity
+        from evaluation.shapesbench.sensitivity import ATTRIBUTES, caption_sensitivity, probe_clips
 
         config = self.config
         pipeline = self.pipeline(live_transformer, state, device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if self._probe_clips is None:
+                self._probe_clips = {
+                    attribute: probe_clips(
+                        pipeline, attribute, config.sensitivity_clips, config.seed,
+                        config.height, config.width, config.num_frames,
+                    )
+                    for attribute in ATTRIBUTES
+                }
             results = caption_sensitivity(
-                pipeline,
-                num_clips=config.sensitivity_clips,
-                seed=config.seed,
-                progress=False,
-                height=config.height,
-                width=config.width,
-                num_frames=config.num_frames,
+                pipeline, num_clips=config.sensitivity_clips, seed=config.seed, progress=False, clips=self._probe_clips
             )
         out_dir = self.samples_dir / f"step-{step:08d}"
         out_dir.mkdir(parents=True, exist_ok=True)
