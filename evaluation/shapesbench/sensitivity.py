@@ -6,10 +6,17 @@ clip's true caption with the loss under the same caption with one attribute chan
 "red" -> "blue"), with the same noise. The edited caption is written from the edited scene with the same template
 draws, so the two captions differ only in that attribute's words.
 
-A model that uses an attribute has the lower loss with the true caption on most clips: its *preference* for the
-true caption (ties count half) is well above 0.5. A model that ignores the attribute sits at 0.5 and will not draw
-it, however long it is sampled. High noise levels are where the caption decides layout, colour and motion, so the
-default sigmas are there.
+The loss is weighted by each latent position's foreground score (``seedkit.training.objectives.foreground_score``):
+the object covers a few positions of a flat frame, and a plain mean would dilute what the words change there by the
+background's share (a direction word moved the whole-latent loss of the bundled model by about 0.001, its
+foreground loss several times more).
+
+Two readings per attribute: the *gap*, the mean of (edited loss - true loss) with its standard error over clips,
+and the *preference*, the share of (clip, sigma) pairs where the true caption has the lower loss (ties count half).
+A model that uses an attribute has a gap many standard errors above 0 and a preference well above 0.5. A model that
+ignores it has a gap within about two standard errors of 0 and a preference near 0.5, however the sign count
+happens to fall (with gaps near 0 the preference is a coin toss per clip, so read it with the gap). High noise
+levels are where the caption decides layout, colour and motion, so the default sigmas are there.
 
     seedkit eval sensitivity --model DIR --out report_dir [--clips 32] [--sigmas 0.8 0.95]
 """
@@ -27,6 +34,7 @@ from seedkit.data.shapes import PALETTE, SHAPES, SIZES, Scene, render_scene, sam
 from seedkit.data.shapes_captions import caption_for
 from seedkit.data.video_io import frames_to_tensor
 from seedkit.flow.path import sample_path
+from seedkit.training.objectives import foreground_score
 
 ATTRIBUTES = ("color", "shape", "size", "motion")
 DEFAULT_SIGMAS = (0.8, 0.95)
@@ -36,27 +44,34 @@ OPPOSITE_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 @dataclass
 class ProbeClip:
-    """One clip of the probe: normalised latents ``[1, C, F', H', W']`` and its true and edited captions."""
+    """One clip of the probe: normalised latents ``[1, C, F', H', W']``, their foreground scores
+    ``[1, 1, F', H', W']`` (the loss weights) and its true and edited captions."""
 
     latents: torch.Tensor
     caption: str
     edited_caption: str
+    foreground: torch.Tensor
 
 
 @dataclass
 class AttributeSensitivity:
-    """Loss under the true and the edited caption for one attribute, over ``clips`` clips and every sigma.
+    """Foreground-weighted loss under the true and the edited caption for one attribute, over ``clips`` clips and
+    every sigma.
 
     Attributes:
         preference: fraction of (clip, sigma) pairs where the true caption has the lower loss (ties count half).
+        gap: mean over clips and sigmas of (edited loss - true loss); > 0 when the model uses the words.
+        gap_stderr: standard error of ``gap`` over clips (each clip's gap averaged over the sigmas); 0 for one clip.
         loss_true, loss_edited: mean losses.
-        per_sigma: ``{sigma: {"preference", "loss_true", "loss_edited"}}``.
+        per_sigma: ``{sigma: {"preference", "gap", "gap_stderr", "loss_true", "loss_edited"}}``.
         example: one ``(true caption, edited caption)`` pair.
     """
 
     attribute: str
     clips: int
     preference: float
+    gap: float
+    gap_stderr: float
     loss_true: float
     loss_edited: float
     per_sigma: dict[float, dict[str, float]]
@@ -107,14 +122,15 @@ def probe_clips(
         edited_caption = caption_for(edited, np.random.default_rng(caption_seed))
         video = frames_to_tensor(render_scene(scene).frames).unsqueeze(0).to(device, pipeline.vae.dtype)
         with torch.no_grad():
-            latents = pipeline.vae.encode(video).latent_dist.mean
-        clips.append(ProbeClip(pipeline.normalize_latents(latents).float(), caption, edited_caption))
+            latents = pipeline.normalize_latents(pipeline.vae.encode(video).latent_dist.mean).float()
+        clips.append(ProbeClip(latents, caption, edited_caption, foreground_score(latents)))
     return clips
 
 
 @torch.no_grad()
 def caption_losses(pipeline, clip: ProbeClip, sigma: float, generator: torch.Generator) -> tuple[float, float]:
-    """Flow-matching loss of ``clip`` at ``sigma`` under its true and its edited caption, with the same noise."""
+    """Foreground-weighted flow-matching loss of ``clip`` at ``sigma`` under its true and its edited caption, with
+    the same noise."""
     noise = torch.randn(clip.latents.shape, generator=generator).to(clip.latents.device)
     path = sample_path(clip.latents, noise, torch.tensor([sigma], device=clip.latents.device))
     losses = []
@@ -129,8 +145,13 @@ def caption_losses(pipeline, clip: ProbeClip, sigma: float, generator: torch.Gen
             pooled_projections=None if embeddings.pooled is None else embeddings.pooled.to(transformer.dtype),
             return_dict=False,
         )[0].float()
-        losses.append(torch.mean((velocity - path.target) ** 2).item())
+        squared_error = ((velocity - path.target) ** 2).mean(dim=1, keepdim=True)
+        losses.append((torch.sum(squared_error * clip.foreground) / clip.foreground.sum().clamp_min(1e-6)).item())
     return losses[0], losses[1]
+
+
+def _stderr(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def caption_sensitivity(
@@ -160,6 +181,7 @@ def caption_sensitivity(
             attribute_clips = clips[attribute]
         per_sigma = {}
         wins = []
+        clip_gaps = []  # [sigma][clip]
         for sigma in sigmas:
             true_losses, edited_losses = [], []
             for index, clip in enumerate(
@@ -171,8 +193,12 @@ def caption_sensitivity(
                 edited_losses.append(loss_edited)
             sigma_wins = [1.0 if a < b else 0.5 if a == b else 0.0 for a, b in zip(true_losses, edited_losses)]
             wins += sigma_wins
+            gaps = np.asarray(edited_losses) - np.asarray(true_losses)
+            clip_gaps.append(gaps)
             per_sigma[sigma] = {
                 "preference": float(np.mean(sigma_wins)),
+                "gap": float(gaps.mean()),
+                "gap_stderr": _stderr(gaps),
                 "loss_true": float(np.mean(true_losses)),
                 "loss_edited": float(np.mean(edited_losses)),
             }
@@ -180,6 +206,8 @@ def caption_sensitivity(
             attribute=attribute,
             clips=len(attribute_clips),
             preference=float(np.mean(wins)),
+            gap=float(np.mean(clip_gaps)),
+            gap_stderr=_stderr(np.mean(clip_gaps, axis=0)),
             loss_true=float(np.mean([row["loss_true"] for row in per_sigma.values()])),
             loss_edited=float(np.mean([row["loss_edited"] for row in per_sigma.values()])),
             per_sigma=per_sigma,
@@ -189,14 +217,16 @@ def caption_sensitivity(
 
 
 def format_table(results: dict[str, AttributeSensitivity]) -> str:
-    """A plain-text table: one row per attribute, preference and losses per sigma."""
+    """A plain-text table: one row per attribute; preference, gap +- standard error, and per sigma the true / edited
+    losses with that sigma's gap."""
     sigmas = list(next(iter(results.values())).per_sigma)
-    header = "attribute  preference  " + "  ".join(f"sigma {s}: true / edited" for s in sigmas)
-    lines = [header]
+    titles = [f"sigma {s}: true / edited (gap)" for s in sigmas]
+    lines = ["attribute  preference  gap +- stderr      " + "  ".join(titles)]
     for name, result in results.items():
         cells = "  ".join(
-            f"{row['loss_true']:.4f} / {row['loss_edited']:.4f}".ljust(len(f"sigma {s}: true / edited"))
-            for s, row in result.per_sigma.items()
+            f"{row['loss_true']:.4f} / {row['loss_edited']:.4f} ({row['gap']:+.4f})".ljust(len(title))
+            for title, row in zip(titles, result.per_sigma.values())
         )
-        lines.append(f"{name:<10} {result.preference:>10.3f}  {cells}")
+        gap = f"{result.gap:+.4f} +- {result.gap_stderr:.4f}"
+        lines.append(f"{name:<10} {result.preference:>10.3f}  {gap:<17} {cells}")
     return "\n".join(lines)

@@ -75,19 +75,26 @@ def first_frame_condition(latents: torch.Tensor, use: torch.Tensor) -> torch.Ten
     return frame_condition(latents, frame_mask)
 
 
-def foreground_loss_weight(latents: torch.Tensor, strength: float) -> torch.Tensor:
-    """``[B, 1, F, H, W]`` per-position loss weights in ``[1, 1 + strength]`` from clean latents ``[B, C, F, H, W]``.
+def foreground_score(latents: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, F, H, W]`` foreground scores in ``[0, 1]`` of clean latents ``[B, C, F, H, W]``.
 
-    A position's foreground score is the channel mean of ``|x_0 - median_hw(x_0)|`` (the median per sample, channel
-    and frame), divided by the frame's largest score: 0 on a flat background, 1 where the frame differs most from
-    it. ShapesWorld objects cover a few latent positions of a flat frame, so the plain mean spends almost all of the
-    loss on background; the weight is the latent-space counterpart of the VAE recipe's ``foreground_weight``.
+    A position's score is the channel mean of ``|x_0 - median_hw(x_0)|`` (the median per sample, channel and frame),
+    divided by the frame's largest score: 0 on a flat background, 1 where the frame differs most from it.
     """
     flat = latents.flatten(3)  # [B, C, F, H*W]
     median = flat.median(dim=-1, keepdim=True).values
     score = (flat - median).abs().mean(dim=1, keepdim=True)  # [B, 1, F, H*W]
     score = score / score.amax(dim=-1, keepdim=True).clamp_min(1e-6)
-    return (1.0 + strength * score).view(latents.shape[0], 1, *latents.shape[2:])
+    return score.view(latents.shape[0], 1, *latents.shape[2:])
+
+
+def foreground_loss_weight(latents: torch.Tensor, strength: float) -> torch.Tensor:
+    """``[B, 1, F, H, W]`` per-position loss weights ``1 + strength * foreground_score(latents)``.
+
+    ShapesWorld objects cover a few latent positions of a flat frame, so the plain mean spends almost all of the
+    loss on background; the weight is the latent-space counterpart of the VAE recipe's ``foreground_weight``.
+    """
+    return 1.0 + strength * foreground_score(latents)
 
 
 class FlowMatchingObjective:

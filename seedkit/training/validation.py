@@ -8,7 +8,8 @@ tensorboard tracker.
 
 With ``validation.sensitivity_clips`` the same weights also go through the caption-sensitivity probe
 (:mod:`evaluation.shapesbench.sensitivity`): ``sensitivity.json`` in the step's directory and
-``sensitivity/<attribute>`` (the true caption's preference, 0.5 = the words are ignored) in the trackers, so a run
+``sensitivity/<attribute>`` (the true caption's preference, 0.5 = the words are ignored) and
+``sensitivity_gap/<attribute>`` (the foreground loss gap, 0 = ignored) in the trackers, so a run
 shows when, or whether, its transformer starts using colour, shape, size and motion words, which loss curves hide.
 
 Sampling must not change training: it draws from its own generators inside ``torch.random.fork_rng``, uses a copy
@@ -92,9 +93,10 @@ class ValidationSampler:
                     writer = trainer.accelerator.get_tracker("tensorboard", unwrap=True)
                     writer.add_image("validation", sheet, step, dataformats="HWC")
             if self.config.sensitivity_clips > 0:
-                preferences = self.probe_captions(live, state, step, device)
+                results = self.probe_captions(live, state, step, device)
                 if trainer.config.trackers:
-                    logged = {f"sensitivity/{name}": value for name, value in preferences.items()}
+                    logged = {f"sensitivity/{name}": result.preference for name, result in results.items()}
+                    logged |= {f"sensitivity_gap/{name}": result.gap for name, result in results.items()}
                     trainer.accelerator.log(logged, step=step)
         trainer.accelerator.wait_for_everyone()
 
@@ -151,8 +153,9 @@ class ValidationSampler:
     @torch.no_grad()
     def probe_captions(
         self, live_transformer: torch.nn.Module, state: dict, step: int, device: torch.device
-    ) -> dict[str, float]:
-        """Run the caption-sensitivity probe; writes ``sensitivity.json`` and returns ``{attribute: preference}``."""
+    ) -> dict:
+        """Run the caption-sensitivity probe; writes ``sensitivity.json`` and returns
+        ``{attribute: AttributeSensitivity}``."""
         from evaluation.shapesbench.sensitivity import ATTRIBUTES, caption_sensitivity, probe_clips
 
         config = self.config
@@ -173,4 +176,4 @@ class ValidationSampler:
         out_dir.mkdir(parents=True, exist_ok=True)
         report = {name: result.to_dict() for name, result in results.items()}
         (out_dir / "sensitivity.json").write_text(json.dumps(report, indent=2) + "\n")
-        return {name: result.preference for name, result in results.items()}
+        return results

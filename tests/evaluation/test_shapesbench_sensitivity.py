@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.shapesbench.sensitivity import ATTRIBUTES, caption_sensitivity, edit_scene
+from evaluation.shapesbench.sensitivity import ATTRIBUTES, ProbeClip, caption_losses, caption_sensitivity, edit_scene
 from seedkit.data.shapes import SHAPES, sample_scene
 from seedkit.data.shapes_captions import COLOR_WORDS, MOTION_PHRASES, SIZE_WORDS, caption_for
 
@@ -88,6 +88,7 @@ def test_a_text_blind_model_has_no_preference():
     for result in results.values():
         assert result.preference == 0.5
         assert result.loss_true == result.loss_edited
+        assert result.gap == 0.0 and result.gap_stderr == 0.0
 
 
 def test_a_model_that_reads_the_caption_has_wins_and_losses_not_ties():
@@ -104,6 +105,61 @@ def test_a_model_that_reads_the_caption_has_wins_and_losses_not_ties():
     for result in results.values():
         assert result.loss_true != result.loss_edited
         assert result.preference in (0.0, 0.5, 1.0)  # two clips, each a win or a loss
+        assert result.gap == pytest.approx(result.loss_edited - result.loss_true)
+        assert result.gap_stderr > 0.0
+        assert result.per_sigma[0.9]["gap"] == pytest.approx(result.gap)
+
+
+class _CaptionOffsetPipeline:
+    """A stand-in pipeline whose velocity is 0 for the caption "true" and ``offset`` on ``where`` (a boolean latent
+    mask) for any other caption, so the loss gap has a closed form."""
+
+    def __init__(self, where, offset: float):
+        import torch
+
+        self.where, self.offset = where, offset
+        self.transformer = self  # caption_losses reads pipeline.transformer(...) and its dtype
+        self.dtype = torch.float32
+
+    def encode_prompt(self, prompt, negative_prompt, do_classifier_free_guidance):
+        from types import SimpleNamespace
+
+        import torch
+
+        flag = torch.tensor([[[0.0 if prompt == ["true"] else 1.0]]])
+        return SimpleNamespace(hidden_states=flag, attention_mask=None, pooled=None), None
+
+    def __call__(self, hidden_states, encoder_hidden_states, **kwargs):
+        velocity = encoder_hidden_states.flatten()[0] * self.offset * self.where.to(hidden_states.dtype)
+        return (velocity.expand_as(hidden_states),)
+
+
+def test_the_loss_gap_is_measured_on_the_object_not_the_background():
+    import torch
+
+    from seedkit.training.objectives import foreground_score
+
+    # a flat background with a 2 x 2 object in every latent frame
+    latents = torch.zeros(1, 4, 3, 8, 8)
+    latents[..., 2:4, 5:7] = 1.0
+    clip = ProbeClip(latents, "true", "edited", foreground_score(latents))
+    on_object = torch.zeros(1, 1, 3, 8, 8, dtype=torch.bool)
+    on_object[..., 2:4, 5:7] = True
+    sigma, offset = 0.9, 0.5
+    # a caption that changes only the background prediction does not move the foreground loss
+    background_only = _CaptionOffsetPipeline(~on_object, offset)
+    loss_true, loss_edited = caption_losses(background_only, clip, sigma, torch.Generator().manual_seed(0))
+    assert loss_edited == pytest.approx(loss_true)
+    # on the object: the same noise and an offset velocity; the weights are 1 on the object, 0 elsewhere, so the
+    # gap is E[(v - target)^2] - E[target^2] = offset^2 - 2 * offset * mean(target) over the object
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(latents.shape, generator=generator)
+    target = (noise - latents)[on_object.expand_as(latents)]
+    expected_gap = offset**2 - 2 * offset * target.mean().item()
+    object_only = _CaptionOffsetPipeline(on_object, offset)
+    loss_true, loss_edited = caption_losses(object_only, clip, sigma, torch.Generator().manual_seed(0))
+    assert loss_true == pytest.approx((target**2).mean().item(), rel=1e-5)
+    assert loss_edited - loss_true == pytest.approx(expected_gap, rel=1e-4)
 
 
 def test_cli_sensitivity_writes_a_report(tmp_path, capsys):
@@ -118,4 +174,6 @@ def test_cli_sensitivity_writes_a_report(tmp_path, capsys):
     assert report["height"] == 16 and report["sigmas"] == [0.9]
     true_caption, edited_caption = report["attributes"]["motion"]["example"]
     assert true_caption != edited_caption
-    assert "preference" in capsys.readouterr().out
+    assert report["attributes"]["motion"]["gap_stderr"] == 0.0  # one clip
+    out = capsys.readouterr().out
+    assert "preference" in out and "gap +- stderr" in out

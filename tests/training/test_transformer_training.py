@@ -276,6 +276,7 @@ def test_validation_caption_sensitivity_is_logged_without_changing_training(tmp_
         assert sorted(report) == ["color", "motion", "shape", "size"]
         for result in report.values():
             assert result["clips"] == 2 and 0.0 <= result["preference"] <= 1.0
+            assert result["gap"] == pytest.approx(result["loss_edited"] - result["loss_true"])
             assert result["example"][0] != result["example"][1]
     # the step-4 probe is what the exported EMA weights give under the standalone probe
     from evaluation.shapesbench.sensitivity import caption_sensitivity
