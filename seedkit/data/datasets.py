@@ -36,24 +36,30 @@ class LatentDataset(Dataset):
     ``np.random.default_rng([seed, epoch, index])``, so wording varies by epoch and a resumed run sees the same.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, seed: int = 0) -> None:
+    def __init__(self, cache_dir: str | os.PathLike, seed: int = 0, indices: Sequence[int] | None = None) -> None:
+        """``indices``: the cache items to use (a curriculum stage trains on a subset); ``None`` uses them all."""
         self.cache = LatentCache(cache_dir)
         self.seed = seed
+        self.indices = list(range(len(self.cache))) if indices is None else [int(index) for index in indices]
+        if not self.indices:
+            raise ValueError(f"no latent cache items selected from {cache_dir}")
+        if not all(0 <= index < len(self.cache) for index in self.indices):
+            raise ValueError(f"indices must lie in [0, {len(self.cache)}), the cache's items")
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return len(self.indices)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         if not isinstance(key, tuple):
-            return self.cache.load(int(key))
-        index, epoch = int(key[0]), int(key[1])
+            return self.cache.load(self.indices[int(key)])
+        index, epoch = self.indices[int(key[0])], int(key[1])
         count = self.cache.num_captions(index)
         caption = int(np.random.default_rng([self.seed, epoch, index]).integers(count)) if count > 1 else 0
         return self.cache.load(index, caption)
 
     def bucket_keys(self) -> list[tuple[int, int, int]]:
         """Latent ``(frames, height, width)`` of every item, for :class:`~seedkit.data.buckets.BucketBatchSampler`."""
-        return [tuple(self.cache.latent_shape(index)[1:]) for index in range(len(self))]  # type: ignore[misc]
+        return [tuple(self.cache.latent_shape(index)[1:]) for index in self.indices]  # type: ignore[misc]
 
     def token_lengths(self, patch_size: Sequence[int] = (1, 2, 2)) -> list[int]:
         """Transformer tokens of every item, for :class:`~seedkit.data.packing.PackedBatchSampler`."""

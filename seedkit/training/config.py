@@ -102,6 +102,10 @@ class DataConfig:
     # ShapesWorld: captions written per clip (the first + extra "augment"-wording ones); the latent cache encodes
     # them all and training draws one per sample and epoch.
     captions_per_clip: int = 1
+    # Train only on cache items whose every object has one of these motions (ShapesWorld scenes; images count as
+    # "still"); None trains on all. A curriculum stage: a motion word is learned far sooner from clips where it is
+    # the thing to get right (directional clips only) than among still and bouncing ones.
+    motions: list[str] | None = None
     buckets: list[list[int]] | None = None  # (F, H, W) pixel buckets clips are resized/cropped to before caching
     batching: str = "bucket"
     token_budget: int = 256

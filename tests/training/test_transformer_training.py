@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -356,3 +357,21 @@ def test_recipe_max_objects_makes_a_single_object_dataset(tmp_path, data_dirs):
         counts[max_objects] = [len(record.metadata["scene"]["shots"][0]["objects"]) for record in manifest]
     assert counts[1] == [1] * 12
     assert max(counts[3]) > 1  # the default world has several objects in some of 12 clips
+
+
+def test_recipe_motions_trains_on_the_matching_cache_items_only(tmp_path, data_dirs):
+    moving = ["left", "right", "up", "down", "bouncing"]
+    trainer = build_transformer_trainer(recipe(tmp_path / "moving", data_dirs, f"data.motions={moving}"))
+    everything = build_transformer_trainer(recipe(tmp_path / "all", data_dirs))
+    manifest = trainer.dataset.cache.manifest
+    motions = {
+        index: {obj["motion"] for shot in manifest[index].metadata["scene"]["shots"] for obj in shot["objects"]}
+        for index in range(len(manifest))
+    }
+    expected = [index for index, names in motions.items() if names <= set(moving)]
+    assert trainer.dataset.indices == expected
+    assert 0 < len(trainer.dataset) < len(everything.dataset)  # the 8-clip set has images, which are still
+    trainer.train()
+    assert len(trainer.losses) == 4 and all(math.isfinite(loss) for loss in trainer.losses)
+    with pytest.raises(ValueError, match="unknown motions"):
+        build_transformer_trainer(recipe(tmp_path / "bad", data_dirs, "data.motions=[sideways]"))
