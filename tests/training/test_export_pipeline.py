@@ -91,3 +91,26 @@ def test_export_two_noise_experts(run_dir, tmp_path):
     assert not torch.equal(pipe.transformer.patch_embedder.weight, low_noise.patch_embedder.weight)  # the run's own
     with pytest.raises(SystemExit):
         main([str(run_dir), "--out", str(tmp_path / "other"), "--boundary-ratio", "0.8"])
+
+
+def test_half_precision_storage_halves_the_transformer_files_and_loads_as_float32(run_dir, tmp_path):
+    from export_pipeline import main
+
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        out = tmp_path / dtype
+        assert main([str(run_dir), "--out", str(out), "--height", "32", "--width", "32", "--frames", "9",
+                     "--low-noise-transformer", str(run_dir / "transformer"), "--boundary-ratio", "0.8",
+                     "--transformer-dtype", dtype]) == 0
+        sizes[dtype] = {name: sum(f.stat().st_size for f in (out / name).rglob("*.safetensors"))
+                        for name in ("transformer", "transformer_2", "vae")}
+    for name in ("transformer", "transformer_2"):
+        assert sizes["float16"][name] == pytest.approx(sizes["float32"][name] / 2, rel=0.05), name
+    assert sizes["float16"]["vae"] == sizes["float32"]["vae"]
+    full = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "float32")
+    half = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "float16")
+    for name, tensor in half.transformer.state_dict().items():
+        assert tensor.dtype == torch.float32, name
+        torch.testing.assert_close(tensor, full.transformer.state_dict()[name].half().float(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="transformer_dtype must be one of"):
+        export_pipeline(run_dir, tmp_path / "bad", height=32, width=32, num_frames=9, transformer_dtype="int8")
