@@ -5,11 +5,13 @@
     seedkit eval shapesbench --reconstruct VAE_DIR --out d  # ground truth through a VAE: its model's ceiling
     seedkit eval shapesbench --model DIR --renoise 0.8 --out d  # denoise the ground truth noised to 0.8 (SDEdit)
     seedkit eval sensitivity --model DIR --out d            # does the model use colour / shape / size / motion words?
+    seedkit eval steering --model DIR --out d               # do direction words move the generated object?
 
 The report directory receives ``report.json`` (per-metric means overall, per suite and per caption split, and one
 record per item including failures and their reasons), ``report.html`` (bar charts and a contact sheet) and the
 contact-strip PNGs under ``samples/``. ``sensitivity`` (forward passes only, see
-:mod:`evaluation.shapesbench.sensitivity`) writes ``sensitivity.json``.
+:mod:`evaluation.shapesbench.sensitivity`) writes ``sensitivity.json``; ``steering`` (paired generations, see
+:mod:`evaluation.shapesbench.steering`) writes ``steering.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
-BENCHMARKS = ("shapesbench", "sensitivity")
+BENCHMARKS = ("shapesbench", "sensitivity", "steering")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,16 +54,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, help="generate this many frames, 1 + 4k (videos only)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--clips", type=int, default=32, help="sensitivity: clips per attribute (default: 32)")
+    parser.add_argument(
+        "--clips", type=int, help="sensitivity: clips per attribute (default: 32); steering: scenes (default: 8)"
+    )
     parser.add_argument(
         "--sigmas", type=float, nargs="+", help="sensitivity: noise levels to probe (default: 0.8 0.95)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="sensitivity: seed of the probe clips and noise")
+    parser.add_argument("--seed", type=int, default=0, help="sensitivity, steering: seed of the probe clips and noise")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.benchmark == "sensitivity":
         return run_sensitivity(args)
+    if args.benchmark == "steering":
+        return run_steering(args)
     from evaluation.shapesbench.runner import (
         PipelineGenerator,
         VAEReconstructionGenerator,
@@ -123,6 +129,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     pipeline.set_progress_bar_config(disable=True)
     sigmas = tuple(args.sigmas or DEFAULT_SIGMAS)
     geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
+    args.clips = args.clips or 32
     results = caption_sensitivity(
         pipeline, num_clips=args.clips, sigmas=sigmas, seed=args.seed, progress=not args.no_progress, **geometry
     )
@@ -133,4 +140,33 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     (out / "sensitivity.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
     print(format_table(results))
     print(f"wrote {out}/sensitivity.json")
+    return 0
+
+
+def run_steering(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from evaluation.shapesbench.steering import format_table, motion_steering, pipeline_generate_fn
+    from seedkit.pipelines import SeedkitTextToVideoPipeline
+
+    if not args.model:
+        raise SystemExit("steering samples a trained model: pass --model DIR (not --oracle / --reconstruct)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline = SeedkitTextToVideoPipeline.from_pretrained(args.model).to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
+    scenes = args.clips or 8
+    report = motion_steering(
+        pipeline_generate_fn(pipeline, args.steps, args.guidance), scenes, args.seed,
+        progress=not args.no_progress, **geometry,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance, "seed": args.seed, **geometry}
+    payload |= report.to_dict()
+    (out / "steering.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    print(format_table(report))
+    print(f"wrote {out}/steering.json")
     return 0
