@@ -8,8 +8,7 @@ draws, so the two captions differ only in that attribute's words.
 
 The loss is weighted by each latent position's foreground score (``seedkit.training.objectives.foreground_score``):
 the object covers a few positions of a flat frame, and a plain mean would dilute what the words change there by the
-background's share (a direction word moved the whole-latent loss of the bundled model by about 0.001, its
-foreground loss several times more).
+background's share.
 
 Two readings per attribute: the *gap*, the mean of (edited loss - true loss) with its standard error over clips,
 and the *preference*, the share of (clip, sigma) pairs where the true caption has the lower loss (ties count half).
