@@ -114,21 +114,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_sensitivity(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def _probe_pipeline(args: argparse.Namespace, what: str):
+    """The ``--model`` text-to-video pipeline on ``--device`` and the clip geometry, for the probes."""
     import torch
 
-    from evaluation.shapesbench.sensitivity import DEFAULT_SIGMAS, caption_sensitivity, format_table
     from seedkit.pipelines import SeedkitTextToVideoPipeline
 
     if not args.model:
-        raise SystemExit("sensitivity probes a trained model: pass --model DIR (not --oracle / --reconstruct)")
+        raise SystemExit(f"{what} a trained model: pass --model DIR (not --oracle / --reconstruct)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipeline = SeedkitTextToVideoPipeline.from_pretrained(args.model).to(device)
     pipeline.set_progress_bar_config(disable=True)
-    sigmas = tuple(args.sigmas or DEFAULT_SIGMAS)
     geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
+    return pipeline, geometry
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from evaluation.shapesbench.sensitivity import DEFAULT_SIGMAS, caption_sensitivity, format_table
+
+    pipeline, geometry = _probe_pipeline(args, "sensitivity probes")
+    sigmas = tuple(args.sigmas or DEFAULT_SIGMAS)
     args.clips = args.clips or 32
     results = caption_sensitivity(
         pipeline, num_clips=args.clips, sigmas=sigmas, seed=args.seed, progress=not args.no_progress, **geometry
@@ -146,17 +153,9 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 def run_steering(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from evaluation.shapesbench.steering import format_table, motion_steering, pipeline_generate_fn
-    from seedkit.pipelines import SeedkitTextToVideoPipeline
 
-    if not args.model:
-        raise SystemExit("steering samples a trained model: pass --model DIR (not --oracle / --reconstruct)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline = SeedkitTextToVideoPipeline.from_pretrained(args.model).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
+    pipeline, geometry = _probe_pipeline(args, "steering samples")
     scenes = args.clips or 8
     report = motion_steering(
         pipeline_generate_fn(pipeline, args.steps, args.guidance), scenes, args.seed,
