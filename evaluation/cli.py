@@ -114,35 +114,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _probe_pipeline(args: argparse.Namespace, what: str):
-    """The ``--model`` text-to-video pipeline on ``--device`` and the clip geometry, for the probes."""
-    import torch
-
-    from seedkit.pipelines import SeedkitTextToVideoPipeline
-
-    if not args.model:
-        raise SystemExit(f"{what} a trained model: pass --model DIR (not --oracle / --reconstruct)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline = SeedkitTextToVideoPipeline.from_pretrained(args.model).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
-    return pipeline, geometry
-
-
 def run_sensitivity(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from evaluation.shapesbench.sensitivity import DEFAULT_SIGMAS, caption_sensitivity, format_table
+    import torch
 
-    pipeline, geometry = _probe_pipeline(args, "sensitivity probes")
+    from evaluation.shapesbench.sensitivity import DEFAULT_SIGMAS, caption_sensitivity, format_table
+    from seedkit.pipelines import SeedkitTextToVideoPipeline
+
+    if not args.model:
+        raise SystemExit("sensitivity probes a trained model: pass --model DIR (not --oracle / --reconstruct)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipeline = SeedkitTextToVideoPipeline.from_pretrained(args.model).to(device)
+    pipeline.set_progress_bar_config(disable=True)
     sigmas = tuple(args.sigmas or DEFAULT_SIGMAS)
-    args.clips = args.clips or 32
+    geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
+    clips = args.clips or 32
     results = caption_sensitivity(
-        pipeline, num_clips=args.clips, sigmas=sigmas, seed=args.seed, progress=not args.no_progress, **geometry
+        pipeline, num_clips=clips, sigmas=sigmas, seed=args.seed, progress=not args.no_progress, **geometry
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"model": str(args.model), "clips": args.clips, "sigmas": list(sigmas), "seed": args.seed, **geometry}
+    payload = {"model": str(args.model), "clips": clips, "sigmas": list(sigmas), "seed": args.seed, **geometry}
     payload["attributes"] = {name: result.to_dict() for name, result in results.items()}
     (out / "sensitivity.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
     print(format_table(results))
@@ -153,18 +146,21 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 def run_steering(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from evaluation.shapesbench.steering import format_table, motion_steering, pipeline_generate_fn
+    from evaluation.shapesbench.runner import PipelineGenerator, oracle_generate_fn
+    from evaluation.shapesbench.steering import format_table, motion_steering
 
-    pipeline, geometry = _probe_pipeline(args, "steering samples")
-    scenes = args.clips or 8
-    report = motion_steering(
-        pipeline_generate_fn(pipeline, args.steps, args.guidance), scenes, args.seed,
-        progress=not args.no_progress, **geometry,
-    )
+    if args.reconstruct:
+        raise SystemExit("steering compares generations: pass --model DIR (or --oracle for ShapesWorld's renders)")
+    if args.oracle:
+        generate_fn, settings = oracle_generate_fn, {"model": "oracle (ShapesWorld ground truth)"}
+    else:
+        generate_fn = PipelineGenerator(args.model, args.steps, args.guidance, args.device)
+        settings = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}
+    geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
+    report = motion_steering(generate_fn, args.clips or 8, args.seed, progress=not args.no_progress, **geometry)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance, "seed": args.seed, **geometry}
-    payload |= report.to_dict()
+    payload = settings | {"seed": args.seed, **geometry} | report.to_dict()
     (out / "steering.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
     print(format_table(report))
     print(f"wrote {out}/steering.json")

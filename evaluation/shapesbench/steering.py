@@ -13,23 +13,25 @@ and ``steering_y`` from ``up`` / ``down`` likewise: 1 when the words move the ob
 0 when they change nothing, negative when reversed. A missing object counts as no displacement.
 
     seedkit eval steering --model DIR --out report_dir [--clips 8]
+
+Generators have ShapesBench's interface (``generate_fn(item) -> clip``, :mod:`evaluation.shapesbench.runner`), so a
+model directory runs through ``PipelineGenerator`` and ``--oracle`` scores ShapesWorld's own renders (steering 1).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from evaluation.shapesbench.detector import detect_scene
-from seedkit.data.shapes import BACKGROUNDS, PALETTE, SHAPES, SIZES, Scene, scene_from_prompt_spec
+from evaluation.shapesbench.runner import GenerateFn, to_clip
+from evaluation.shapesbench.suites import SuiteItem
+from seedkit.data.shapes import BACKGROUNDS, PALETTE, SHAPES, SIZES, scene_from_prompt_spec
 
 DIRECTIONS = ("left", "right", "up", "down")
-# generate_fn(scene, seed) -> uint8 frames [F, H, W, 3] for the scene's caption, from noise drawn with seed
-GenerateFn = Callable[[Scene, int], np.ndarray]
 
 
 @dataclass
@@ -62,8 +64,9 @@ class SteeringReport:
         return dataclasses.asdict(self)
 
 
-def direction_scenes(seed: int, height: int, width: int, num_frames: int) -> dict[str, Scene]:
-    """The four direction variants of one random object on a random background, captioned with the same draws."""
+def direction_items(seed: int, height: int, width: int, num_frames: int) -> dict[str, SuiteItem]:
+    """The four direction variants of one random object on a random background, captioned with the same draws and
+    all seeded with ``seed`` (the same starting noise)."""
     rng = np.random.default_rng(seed)
     obj = {
         "shape": SHAPES[int(rng.integers(len(SHAPES)))],
@@ -71,12 +74,16 @@ def direction_scenes(seed: int, height: int, width: int, num_frames: int) -> dic
         "size": tuple(SIZES)[int(rng.integers(len(SIZES)))],
     }
     background = tuple(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
-    return {
-        direction: scene_from_prompt_spec(
-            {"objects": [obj | {"motion": direction}], "background": background}, seed, height, width, num_frames
+    items = {}
+    for direction in DIRECTIONS:
+        spec = {"objects": [obj | {"motion": direction}], "background": background}
+        scene = scene_from_prompt_spec(spec, seed, height, width, num_frames)
+        items[direction] = SuiteItem(
+            id=f"steering-{seed}-{direction}", suite="steering", task="t2v", prompt=scene.caption, split="train",
+            spec=spec, scene=scene.to_dict(), num_frames=num_frames, height=height, width=width, seed=seed,
+            fps=scene.fps, sample_rate=None,
         )
-        for direction in DIRECTIONS
-    }
+    return items
 
 
 def _displacement(track: list) -> list[float]:
@@ -108,12 +115,11 @@ def motion_steering(
     per_scene = []
     for index in tqdm(range(num_scenes), desc="steering", disable=not progress):
         scene_seed = seed * 1000 + index
-        scenes = direction_scenes(scene_seed, height, width, num_frames)
+        items = direction_items(scene_seed, height, width, num_frames)
         displacement, true_displacement, found = {}, {}, {}
-        for direction, scene in scenes.items():
-            truth = scene.shots[0].objects[0]
-            frames = generate_fn(scene, scene_seed)
-            detected = detect_scene(frames, shot_starts=[0])
+        for direction, item in items.items():
+            truth = item.truth().shots[0].objects[0]
+            detected = detect_scene(to_clip(generate_fn(item)).frames, shot_starts=[0])
             match = [obj for obj in detected.shots[0].objects if obj.color == truth.color]
             found[direction] = bool(match)
             displacement[direction] = _displacement(match[0].track) if match else [0.0, 0.0]
@@ -121,7 +127,7 @@ def motion_steering(
         per_scene.append(
             SceneSteering(
                 seed=scene_seed,
-                captions={direction: scene.caption for direction, scene in scenes.items()},
+                captions={direction: item.prompt for direction, item in items.items()},
                 displacement=displacement,
                 true_displacement=true_displacement,
                 found=found,
@@ -149,28 +155,6 @@ def motion_steering(
         found=float(np.mean([found for row in per_scene for found in row.found.values()])),
         per_scene=per_scene,
     )
-
-
-def pipeline_generate_fn(
-    pipeline, num_inference_steps: int = 50, guidance_scale: float = 5.0
-) -> GenerateFn:
-    """``generate_fn`` over a seedkit text-to-video pipeline: the scene's caption at the scene's size, seeded."""
-    import torch
-
-    def generate(scene: Scene, seed: int) -> np.ndarray:
-        output = pipeline(
-            prompt=scene.caption,
-            height=scene.height,
-            width=scene.width,
-            num_frames=scene.num_frames,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=torch.Generator().manual_seed(seed),
-            output_type="np",
-        )
-        return (np.clip(np.asarray(output.frames[0]), 0.0, 1.0) * 255).round().astype(np.uint8)
-
-    return generate
 
 
 def format_table(report: SteeringReport) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from .latent_cache import LatentCache, valid_frame_count
+from .manifest import ClipRecord
 from .packing import num_tokens
 from .video_io import VIDEO_SUFFIXES, frames_to_tensor, read_video
 
@@ -36,15 +37,16 @@ class LatentDataset(Dataset):
     ``np.random.default_rng([seed, epoch, index])``, so wording varies by epoch and a resumed run sees the same.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, seed: int = 0, indices: Sequence[int] | None = None) -> None:
-        """``indices``: the cache items to use (a curriculum stage trains on a subset); ``None`` uses them all."""
+    def __init__(
+        self, cache_dir: str | os.PathLike, seed: int = 0, keep: Callable[[ClipRecord], bool] | None = None
+    ) -> None:
+        """``keep``: which cache items to use, judged by their manifest record (a curriculum stage trains on a
+        subset); ``None`` uses them all. ``indices`` lists the kept items' cache indices."""
         self.cache = LatentCache(cache_dir)
         self.seed = seed
-        self.indices = list(range(len(self.cache))) if indices is None else [int(index) for index in indices]
+        self.indices = [index for index, record in enumerate(self.cache.manifest) if keep is None or keep(record)]
         if not self.indices:
-            raise ValueError(f"no latent cache items selected from {cache_dir}")
-        if not all(0 <= index < len(self.cache) for index in self.indices):
-            raise ValueError(f"indices must lie in [0, {len(self.cache)}), the cache's items")
+            raise ValueError(f"no item of the latent cache at {cache_dir} was kept")
 
     def __len__(self) -> int:
         return len(self.indices)

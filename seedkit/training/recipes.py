@@ -10,16 +10,16 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from accelerate import Accelerator
 
 from seedkit.data.buckets import BucketBatchSampler, BucketSet
 from seedkit.data.datasets import EpochKeyedBatchSampler, LatentDataset, collate_latents, collate_packed
-from seedkit.data.latent_cache import LatentCache, build_latent_cache
-from seedkit.data.manifest import Manifest
+from seedkit.data.latent_cache import build_latent_cache
+from seedkit.data.manifest import ClipRecord, Manifest
 from seedkit.data.packing import PackedBatchSampler
 from seedkit.models import flavors
 
@@ -142,8 +142,8 @@ def prepare_latent_cache(config: RecipeConfig, accelerator: Accelerator) -> Path
     return cache_dir
 
 
-def select_cache_items(cache_dir: str | os.PathLike, motions: list[str] | None) -> list[int] | None:
-    """Indices of the latent cache items whose every object moves in one of ``motions`` (``None``: all items)."""
+def motion_filter(motions: list[str] | None) -> Callable[[ClipRecord], bool] | None:
+    """A ``LatentDataset`` ``keep`` predicate: items whose every object moves in one of ``motions`` (``None``: all)."""
     if motions is None:
         return None
     from seedkit.data.shapes import MOTIONS
@@ -151,19 +151,17 @@ def select_cache_items(cache_dir: str | os.PathLike, motions: list[str] | None) 
     unknown = sorted(set(motions) - set(MOTIONS))
     if unknown:
         raise ValueError(f"data.motions has unknown motions {unknown}; valid motions: {', '.join(MOTIONS)}")
-    selected = []
-    for index, record in enumerate(LatentCache(cache_dir).manifest):
+
+    def keep(record: ClipRecord) -> bool:
         scene = record.metadata.get("scene")
         if scene is None:
             raise ValueError(
-                f"data.motions needs ShapesWorld scenes in the cache manifest; item {index} ({record.id}) has no "
-                "metadata.scene (set data.motions only with data.source: shapes)"
+                f"data.motions needs ShapesWorld scenes in the cache manifest; {record.id} has no metadata.scene "
+                "(set data.motions only with data.source: shapes)"
             )
-        if all(obj["motion"] in motions for shot in scene["shots"] for obj in shot["objects"]):
-            selected.append(index)
-    if not selected:
-        raise ValueError(f"no item of the latent cache at {cache_dir} has only objects moving {motions}")
-    return selected
+        return all(obj["motion"] in motions for shot in scene["shots"] for obj in shot["objects"])
+
+    return keep
 
 
 def make_batch_sampler(
@@ -187,9 +185,7 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     accelerator = accelerator or make_accelerator(config.train)
     seed_everything(config.train.seed)
     cache_dir = prepare_latent_cache(config, accelerator)
-    dataset = LatentDataset(
-        cache_dir, seed=config.train.seed, indices=select_cache_items(cache_dir, config.data.motions)
-    )
+    dataset = LatentDataset(cache_dir, seed=config.train.seed, keep=motion_filter(config.data.motions))
     transformer = build_transformer(config)
     sampler, collate = make_batch_sampler(
         config, dataset, transformer.config.patch_size, accelerator.num_processes, accelerator.process_index
