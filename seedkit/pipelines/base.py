@@ -84,10 +84,16 @@ def check_experts(
         "text_embed_dim",
         "pooled_projection_dim",
     )
+
+    def setting(model: SeedTransformer3DModel, key: str):
+        # a config read back from JSON holds lists where the one it was built from held tuples
+        value = model.config.get(key)
+        return tuple(value) if isinstance(value, list) else value
+
     different = {
-        key: (transformer.config.get(key), transformer_2.config.get(key))
+        key: (setting(transformer, key), setting(transformer_2, key))
         for key in keys
-        if transformer.config.get(key) != transformer_2.config.get(key)
+        if setting(transformer, key) != setting(transformer_2, key)
     }
     if different:
         raise ValueError(

@@ -151,6 +151,12 @@ class ValidationConfig:
     # > 0: also run the caption-sensitivity probe (evaluation.shapesbench.sensitivity) on this many fresh ShapesWorld
     # clips per attribute, at height x width x num_frames, and log how often the true caption wins
     sensitivity_clips: int = 0
+    # A noise-interval expert run (task.sigma_range short of [0, 1]) samples as the pair it will ship in: this
+    # transformer (diffusers layout, e.g. an existing model's transformer folder) covers the rest of the path and
+    # the two hand over at boundary_ratio (timestep boundary_ratio * 1000), as recipes/export_pipeline.py pairs them.
+    # The trained expert's side comes from task.sigma_range. The sensitivity probe still scores the trained one alone.
+    partner_transformer_path: str | None = None
+    boundary_ratio: float | None = None
 
 
 @dataclass

@@ -198,7 +198,8 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     validation = None
     if config.validation.every > 0:
         validation = ValidationSampler(
-            config.validation, build_vae(config), text_encoder_name(config), config.train.output_dir
+            config.validation, build_vae(config), text_encoder_name(config), config.train.output_dir,
+            sigma_range=tuple(config.task.sigma_range),
         )
     return Trainer(
         config.train,

@@ -12,6 +12,11 @@ With ``validation.sensitivity_clips`` the same weights also go through the capti
 ``sensitivity_gap/<attribute>`` (the foreground loss gap, 0 = ignored) in the trackers, so a run
 shows when, or whether, its transformer starts using colour, shape, size and motion words, which loss curves hide.
 
+A run that trains one noise-interval expert (``task.sigma_range`` short of ``[0, 1]``) alone would sample garbage
+outside its interval; with ``validation.partner_transformer_path`` and ``validation.boundary_ratio`` the samples come
+from the expert pair it will ship in (the partner fixed, the trained expert's current weights on its side of the
+boundary), as Wan 2.2 samples its two experts.
+
 Sampling must not change training: it draws from its own generators inside ``torch.random.fork_rng``, uses a copy
 of the transformer, and runs on the main process only, so a run with validation has the same losses as one without.
 """
@@ -53,6 +58,28 @@ def contact_sheet(videos: list[np.ndarray], columns: int = 5, gap: int = 2) -> n
     return sheet
 
 
+def expert_side(config: ValidationConfig, sigma_range: tuple[float, float]) -> bool | None:
+    """Whether the run trains the high-noise expert of ``config``'s pair (True), the low-noise one (False), or is
+    validated alone (None); raises when the pair settings are half given or ``sigma_range`` straddles the boundary."""
+    partner, boundary = config.partner_transformer_path, config.boundary_ratio
+    if partner is None and boundary is None:
+        return None
+    if partner is None or boundary is None:
+        raise ValueError(
+            "validation.partner_transformer_path and validation.boundary_ratio come together (the partner expert "
+            f"and where it takes over); got partner_transformer_path={partner!r}, boundary_ratio={boundary!r}"
+        )
+    low, high = sigma_range
+    if low >= boundary:
+        return True
+    if high <= boundary:
+        return False
+    raise ValueError(
+        f"task.sigma_range {list(sigma_range)} straddles validation.boundary_ratio {boundary}: an expert trains on "
+        f"one side of the boundary (e.g. sigma_range [{boundary}, 1.0] for the high-noise expert)"
+    )
+
+
 class ValidationSampler:
     """A trainer step hook that samples ``config.prompts`` with the current EMA (or raw) transformer weights.
 
@@ -62,22 +89,31 @@ class ValidationSampler:
         text_encoder_name: a key of :data:`~seedkit.models.text_encoders.TEXT_ENCODERS`.
         output_dir: the run directory; samples go to ``output_dir/samples``.
         fps: frame rate of the written videos.
+        sigma_range: the recipe's ``task.sigma_range``, which says which expert of a pair the run trains.
     """
 
     def __init__(
-        self, config: ValidationConfig, vae: torch.nn.Module, text_encoder_name: str, output_dir: str | Path, fps=8.0
+        self,
+        config: ValidationConfig,
+        vae: torch.nn.Module,
+        text_encoder_name: str,
+        output_dir: str | Path,
+        fps=8.0,
+        sigma_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         if config.every > 0 and not config.prompts and config.sensitivity_clips <= 0:
             raise ValueError(
                 "validation.every is set but validation.prompts is empty and validation.sensitivity_clips is 0; "
                 "give prompts or sensitivity clips, or set every: 0"
             )
+        self.trains_high_noise_expert = expert_side(config, sigma_range)
         self.config = config
         self.vae = vae
         self.text_encoder_name = text_encoder_name
         self.samples_dir = Path(output_dir) / "samples"
         self.fps = fps
         self._pipeline = None  # built at the first validation, reused with new weights after
+        self._pair_pipeline = None  # the same transformer with its partner expert, when validation has one
         self._probe_clips = None  # the sensitivity probe's encoded clips: the VAE does not change while training
 
     def __call__(self, trainer: "Trainer") -> None:
@@ -121,11 +157,31 @@ class ValidationSampler:
         load_wrapped_state(self._pipeline.transformer, state)
         return self._pipeline
 
+    def sampling_pipeline(self, live_transformer: torch.nn.Module, state: dict, device: torch.device):
+        """:meth:`pipeline`, or with a partner expert the pair of it and the partner (built once, reloaded)."""
+        pipeline = self.pipeline(live_transformer, state, device)
+        if self.trains_high_noise_expert is None:
+            return pipeline
+        if self._pair_pipeline is None:
+            from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+            from seedkit.pipelines.base import check_experts
+
+            partner = SeedTransformer3DModel.from_pretrained(self.config.partner_transformer_path, use_safetensors=True)
+            partner = partner.to(device=device, dtype=torch.float32).eval()
+            trained = pipeline.transformer
+            high, low = (trained, partner) if self.trains_high_noise_expert else (partner, trained)
+            check_experts(high, low, self.config.boundary_ratio)
+            components = dict(pipeline.components, transformer=high, transformer_2=low)
+            kwargs = dict(pipeline.pipeline_kwargs(), boundary_ratio=self.config.boundary_ratio)
+            self._pair_pipeline = type(pipeline)(**components, **kwargs)
+            self._pair_pipeline.set_progress_bar_config(disable=True)
+        return self._pair_pipeline
+
     @torch.no_grad()
     def sample(self, live_transformer: torch.nn.Module, state: dict, step: int, device: torch.device) -> np.ndarray:
         """Write this step's samples and contact sheet; returns the sheet (``uint8 [H, W, 3]``)."""
         config = self.config
-        pipeline = self.pipeline(live_transformer, state, device)
+        pipeline = self.sampling_pipeline(live_transformer, state, device)
         out_dir = self.samples_dir / f"step-{step:08d}"
         out_dir.mkdir(parents=True, exist_ok=True)
         videos = []

@@ -375,3 +375,41 @@ def test_recipe_motions_trains_on_the_matching_cache_items_only(tmp_path, data_d
     assert len(trainer.losses) == 4 and all(math.isfinite(loss) for loss in trainer.losses)
     with pytest.raises(ValueError, match="unknown motions"):
         build_transformer_trainer(recipe(tmp_path / "bad", data_dirs, "data.motions=[sideways]"))
+
+
+def test_validation_samples_a_noise_interval_expert_with_its_partner(tmp_path, data_dirs):
+    from seedkit.data.video_io import read_video
+    from seedkit.pipelines.base import assemble_components
+    from seedkit.pipelines.text_to_video import SeedkitTextToVideoPipeline
+
+    partner_dir = tmp_path / "partner"
+    torch.manual_seed(3)
+    build_transformer(recipe(tmp_path / "unused", data_dirs)).save_pretrained(partner_dir)
+    validation = [
+        "validation.prompts=['a red circle moving up']", "validation.every=4", "validation.num_inference_steps=4",
+        "validation.height=16", "validation.width=16", "validation.num_frames=5", "validation.seed=5",
+        f"validation.partner_transformer_path={partner_dir}", "validation.boundary_ratio=0.5",
+    ]
+    high = recipe(tmp_path / "high", data_dirs, "task.sigma_range=[0.5, 1.0]", *validation)
+    trainer = build_transformer_trainer(high)
+    trainer.train()
+    final = export_model(trainer, high, tmp_path / "final")
+    sheet = read_video(tmp_path / "high" / "samples" / "step-00000004" / "contact_sheet.png").frames[0]
+    # the sheet is the exported expert above the boundary and the partner below it, not either one alone
+    name = (final / "text_encoder_name.txt").read_text().strip()
+    components = assemble_components(final / "transformer", final / "vae", name)
+    partner = assemble_components(partner_dir, final / "vae", name)["transformer"]
+    pair = SeedkitTextToVideoPipeline(**components, transformer_2=partner, boundary_ratio=0.5, text_encoder_name=name)
+    alone = SeedkitTextToVideoPipeline(**components, text_encoder_name=name)
+    for pipe, matches in ((pair, True), (alone, False)):
+        frames = pipe(
+            "a red circle moving up", height=16, width=16, num_frames=5, num_inference_steps=4,
+            generator=torch.Generator().manual_seed(5), output_type="np",
+        ).frames[0]
+        expected = (frames.clip(0, 1) * 255).round().astype("uint8")
+        tiles = [sheet[0:16, column * 18 : column * 18 + 16] for column in range(5)]
+        assert all((tile == expected[column]).all() for column, tile in enumerate(tiles)) == matches
+    with pytest.raises(ValueError, match="straddles"):
+        build_transformer_trainer(recipe(tmp_path / "both", data_dirs, *validation))
+    with pytest.raises(ValueError, match="come together"):
+        build_transformer_trainer(recipe(tmp_path / "half", data_dirs, *validation[:-1]))
