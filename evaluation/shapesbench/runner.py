@@ -1,6 +1,6 @@
 """Run a generator over ShapesBench suites and write ``report.json`` and ``report.html``.
 
-``generate_fn(item) -> clip`` may be any callable: a seedkit pipeline wrapped by :func:`pipeline_generate_fn`, the
+``generate_fn(item) -> clip`` may be any callable: a seedkit pipeline wrapped in :class:`PipelineGenerator`, the
 ground-truth :func:`oracle_generate_fn` (a sanity baseline that must score about 1.0), or anything else that maps a
 :class:`~evaluation.shapesbench.suites.SuiteItem` to frames. A clip may be returned as a :class:`GeneratedClip`, a
 ``[F, H, W, 3]`` array (``uint8``, or float in [0, 1]), a ``[H, W, 3]`` image, a dict with ``frames`` / ``audio`` /
