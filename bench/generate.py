@@ -86,9 +86,12 @@ def stage_timers(pipeline: SeedkitTextToVideoPipeline) -> Iterator[StageTimes]:
 
         return hook
 
+    # A two-expert model (Wan 2.2 style) calls transformer_2 below its boundary: the same architecture and stage.
+    modules = [("text_encoder", pipeline.text_encoder), ("transformer", pipeline.transformer)]
+    if getattr(pipeline, "transformer_2", None) is not None:
+        modules.append(("transformer", pipeline.transformer_2))
     handles = []
-    for name in ("text_encoder", "transformer"):
-        module = getattr(pipeline, name)
+    for name, module in modules:
         handles.append(module.register_forward_pre_hook(pre_hook(name), with_kwargs=True))
         handles.append(module.register_forward_hook(post_hook(name), with_kwargs=True))
 

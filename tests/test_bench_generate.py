@@ -1,0 +1,34 @@
+"""bench/generate.py's stage split: every transformer call is timed as the transformer, also with two experts."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from seedkit.pipelines import SeedkitTextToVideoPipeline
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "generate.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_generate", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_timers_count_both_experts_of_a_pair_as_the_transformer():
+    bench = load_bench()
+    single = SeedkitTextToVideoPipeline.from_flavor("debug", seed=0)
+    second = SeedkitTextToVideoPipeline.from_flavor("debug", seed=1).transformer
+    pair = SeedkitTextToVideoPipeline(**dict(single.components, transformer_2=second), boundary_ratio=0.5,
+                                      **{k: v for k, v in single.pipeline_kwargs().items() if k != "boundary_ratio"})
+    for pipeline in (single, pair):
+        pipeline.set_progress_bar_config(disable=True)
+        with bench.stage_timers(pipeline) as times:
+            pipeline("a red circle", height=16, width=16, num_frames=5, num_inference_steps=4, guidance_scale=1.0,
+                     generator=torch.Generator().manual_seed(0), output_type="np")
+        assert times.transformer_calls == 4  # one per step, whichever expert made it
+        assert times.seconds["transformer"] > 0 and times.transformer_inputs is not None
