@@ -164,13 +164,15 @@ class ValidationSampler:
             return pipeline
         if self._pair_pipeline is None:
             from seedkit.models.transformer_mmdit import SeedTransformer3DModel
-            from seedkit.pipelines.base import check_experts
 
-            partner = SeedTransformer3DModel.from_pretrained(self.config.partner_transformer_path, use_safetensors=True)
-            partner = partner.to(device=device, dtype=torch.float32).eval()
+            # float32 like the trained copy, also when the partner is stored in half precision
+            partner = SeedTransformer3DModel.from_pretrained(
+                self.config.partner_transformer_path, use_safetensors=True, torch_dtype=torch.float32
+            )
+            partner = partner.to(device).eval()
             trained = pipeline.transformer
             high, low = (trained, partner) if self.trains_high_noise_expert else (partner, trained)
-            check_experts(high, low, self.config.boundary_ratio)
+            # the pipeline checks that the two read the same latents and text
             components = dict(pipeline.components, transformer=high, transformer_2=low)
             kwargs = dict(pipeline.pipeline_kwargs(), boundary_ratio=self.config.boundary_ratio)
             self._pair_pipeline = type(pipeline)(**components, **kwargs)
