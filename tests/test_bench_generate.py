@@ -23,8 +23,9 @@ def test_stage_timers_count_both_experts_of_a_pair_as_the_transformer():
     bench = load_bench()
     single = SeedkitTextToVideoPipeline.from_flavor("debug", seed=0)
     second = SeedkitTextToVideoPipeline.from_flavor("debug", seed=1).transformer
-    pair = SeedkitTextToVideoPipeline(**dict(single.components, transformer_2=second), boundary_ratio=0.5,
-                                      **{k: v for k, v in single.pipeline_kwargs().items() if k != "boundary_ratio"})
+    pair = SeedkitTextToVideoPipeline(
+        **dict(single.components, transformer_2=second), **dict(single.pipeline_kwargs(), boundary_ratio=0.5)
+    )
     for pipeline in (single, pair):
         pipeline.set_progress_bar_config(disable=True)
         with bench.stage_timers(pipeline) as times:

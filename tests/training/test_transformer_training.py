@@ -379,6 +379,7 @@ def test_recipe_motions_trains_on_the_matching_cache_items_only(tmp_path, data_d
 
 def test_validation_samples_a_noise_interval_expert_with_its_partner(tmp_path, data_dirs):
     from seedkit.data.video_io import read_video
+    from seedkit.models.transformer_mmdit import SeedTransformer3DModel
     from seedkit.pipelines.base import assemble_components
     from seedkit.pipelines.text_to_video import SeedkitTextToVideoPipeline
 
@@ -398,7 +399,7 @@ def test_validation_samples_a_noise_interval_expert_with_its_partner(tmp_path, d
     # the sheet is the exported expert above the boundary and the partner below it, not either one alone
     name = (final / "text_encoder_name.txt").read_text().strip()
     components = assemble_components(final / "transformer", final / "vae", name)
-    partner = assemble_components(partner_dir, final / "vae", name)["transformer"]
+    partner = SeedTransformer3DModel.from_pretrained(partner_dir)
     pair = SeedkitTextToVideoPipeline(**components, transformer_2=partner, boundary_ratio=0.5, text_encoder_name=name)
     alone = SeedkitTextToVideoPipeline(**components, text_encoder_name=name)
     for pipe, matches in ((pair, True), (alone, False)):
