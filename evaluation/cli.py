@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 BENCHMARKS = ("shapesbench", "sensitivity", "steering")
 
@@ -43,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50)")
     parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
     parser.add_argument(
+        "--guidance-2",
+        type=float,
+        help="guidance scale of a two-expert model's low-noise steps (transformer_2); default: --guidance",
+    )
+    parser.add_argument(
         "--renoise",
         type=float,
         metavar="STRENGTH",
@@ -63,17 +69,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sensitivity, steering: seed of the probe clips and noise")
 
 
+def pipeline_generator(args: argparse.Namespace, renoise: float | None = None) -> tuple[Any, dict[str, Any]]:
+    """The ``--model`` directory's sampler with the command line's settings, and those settings for the report."""
+    from evaluation.shapesbench.runner import PipelineGenerator
+
+    generate_fn = PipelineGenerator(
+        args.model, args.steps, args.guidance, args.device, renoise=renoise, guidance_scale_2=args.guidance_2
+    )
+    settings = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}
+    if args.guidance_2 is not None:
+        settings["guidance_2"] = args.guidance_2
+    return generate_fn, settings
+
+
 def run(args: argparse.Namespace) -> int:
     if args.benchmark == "sensitivity":
         return run_sensitivity(args)
     if args.benchmark == "steering":
         return run_steering(args)
-    from evaluation.shapesbench.runner import (
-        PipelineGenerator,
-        VAEReconstructionGenerator,
-        oracle_generate_fn,
-        run_shapesbench,
-    )
+    from evaluation.shapesbench.runner import VAEReconstructionGenerator, oracle_generate_fn, run_shapesbench
     from evaluation.shapesbench.suites import SUITES, available_suites, load_suite
 
     if args.limit is not None and args.limit < 1:
@@ -102,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         generate_fn = VAEReconstructionGenerator(args.reconstruct, args.device)
         settings = {"model": f"ground truth reconstructed by the VAE in {args.reconstruct}"}
     else:
-        generate_fn = PipelineGenerator(args.model, args.steps, args.guidance, args.device, renoise=args.renoise)
-        settings = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}
+        generate_fn, settings = pipeline_generator(args, renoise=args.renoise)
         if args.renoise is not None:
             settings["renoise"] = args.renoise
     settings |= {"suites": names, "height": args.height, "width": args.width, "frames": args.frames}
@@ -146,7 +159,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 def run_steering(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from evaluation.shapesbench.runner import PipelineGenerator, oracle_generate_fn
+    from evaluation.shapesbench.runner import oracle_generate_fn
     from evaluation.shapesbench.steering import format_table, motion_steering
 
     if args.reconstruct:
@@ -154,8 +167,7 @@ def run_steering(args: argparse.Namespace) -> int:
     if args.oracle:
         generate_fn, settings = oracle_generate_fn, {"model": "oracle (ShapesWorld ground truth)"}
     else:
-        generate_fn = PipelineGenerator(args.model, args.steps, args.guidance, args.device)
-        settings = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}
+        generate_fn, settings = pipeline_generator(args)
     geometry = {"height": args.height or 64, "width": args.width or 64, "num_frames": args.frames or 17}
     report = motion_steering(generate_fn, args.clips or 8, args.seed, progress=not args.no_progress, **geometry)
     out = Path(args.out)

@@ -7,7 +7,8 @@ One prompt:
     seedkit generate "it moves right" --task i2v --image first.png --out clip.mp4
 
 In bulk (`--prompts` .txt: one prompt per line; .jsonl: one object per line with "prompt" and optional "id",
-"seed", "task", "height", "width", "frames", "steps", "guidance", "negative_prompt", "image", "format"):
+"seed", "task", "height", "width", "frames", "steps", "guidance", "guidance_2", "negative_prompt", "image",
+"format"):
 
     seedkit generate --prompts prompts.jsonl --out-dir out/ [--num-shards 4 --shard-index 0]
     torchrun --nproc-per-node 4 -m seedkit.cli generate --prompts prompts.jsonl --out-dir out/   # shards from env
@@ -35,8 +36,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 TASKS = ("t2i", "t2v", "i2v")
 IMAGE_FORMATS = ("png", "jpg", "webp")
 VIDEO_FORMATS = ("mp4", "gif", "webm")
-ITEM_KEYS = ("prompt", "id", "seed", "task", "height", "width", "frames", "steps", "guidance", "negative_prompt",
-             "image", "format")
+ITEM_KEYS = ("prompt", "id", "seed", "task", "height", "width", "frames", "steps", "guidance", "guidance_2",
+             "negative_prompt", "image", "format")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -54,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="first frame for --task i2v")
     parser.add_argument("--steps", type=int, default=50, help="sampling steps (default: 50)")
     parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
+    parser.add_argument(
+        "--guidance-2",
+        type=float,
+        help="guidance scale of a two-expert model's low-noise steps (transformer_2; default: --guidance)",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed; bulk items use seed + their index (default: 0)"
     )
@@ -95,6 +101,7 @@ class GenerationItem:
     frames: int | None = None
     steps: int = 50
     guidance: float = 5.0
+    guidance_2: float | None = None
     negative_prompt: str | None = None
     image: str | None = None
     line: int | None = None
@@ -204,6 +211,7 @@ def parse_prompts_file(path: Path, args: argparse.Namespace, out_dir: Path) -> t
                     frames=_typed(record, "frames", int, args.frames),
                     steps=_typed(record, "steps", int, args.steps),
                     guidance=_typed(record, "guidance", float, args.guidance),
+                    guidance_2=_typed(record, "guidance_2", float, args.guidance_2),
                     negative_prompt=_typed(record, "negative_prompt", str, args.negative_prompt),
                     image=image or args.image,
                     line=line_number,
@@ -260,6 +268,7 @@ def generate_item(pipelines: PipelineCache, item: GenerationItem, fps: float, pr
         width=item.width,
         num_inference_steps=item.steps,
         guidance_scale=item.guidance,
+        guidance_scale_2=item.guidance_2,
         generator=generator,
         output_type="np",
     )
@@ -311,7 +320,7 @@ def run_single(args: argparse.Namespace, pipelines_factory) -> int:
     item = GenerationItem(
         index=0, id=Path(args.out).stem, prompt=args.prompt, seed=args.seed, task=task, output=Path(args.out),
         height=args.height, width=args.width, frames=args.frames, steps=args.steps, guidance=args.guidance,
-        negative_prompt=args.negative_prompt, image=args.image,
+        guidance_2=args.guidance_2, negative_prompt=args.negative_prompt, image=args.image,
     )
     pipelines = pipelines_factory()
     try:

@@ -132,3 +132,35 @@ def test_usage_errors(model_dir, tmp_path, monkeypatch, capsys):
     assert main(["generate", "--model", str(model_dir)]) == 2
     assert main(["generate", "a", "--model", str(tmp_path), "--out", str(tmp_path / "x.mp4")]) == 2
     assert "no model_index.json" in capsys.readouterr().err
+
+
+def test_guidance_2_sets_the_low_noise_experts_scale(model_dir, tmp_path, capsys):
+    pipe = SeedkitTextToVideoPipeline.from_pretrained(model_dir)
+    low_noise = SeedkitTextToVideoPipeline.from_pretrained(model_dir).transformer
+    with torch.no_grad():
+        for parameter in low_noise.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(2)))
+    experts = SeedkitTextToVideoPipeline(**pipe.components | {"transformer_2": low_noise},
+                                         **pipe.pipeline_kwargs() | {"boundary_ratio": 0.5})
+    experts.save_pretrained(tmp_path / "experts")
+
+    def run(name, *extra, model=tmp_path / "experts"):
+        out = tmp_path / name
+        code = main(["generate", "a red circle", "--model", str(model), "--out", str(out), *FAST, *extra])
+        return png(out) if code == 0 else code
+
+    same, default = run("same.png", "--guidance-2", "3.0"), run("default.png")
+    np.testing.assert_array_equal(same, default)  # FAST's --guidance is 3.0
+    low = run("low.png", "--guidance-2", "1.0")
+    assert not np.array_equal(low, default)
+
+    # a prompts file's per-item "guidance_2" does the same
+    prompts = tmp_path / "prompts.jsonl"
+    item = {"id": "low", "prompt": "a red circle", "seed": 0, "guidance_2": 1.0, "task": "t2i", "format": "png"}
+    prompts.write_text(json.dumps(item) + "\n")
+    out_dir = tmp_path / "bulk"
+    assert main(["generate", "--model", str(tmp_path / "experts"), "--prompts", str(prompts), "--out-dir",
+                 str(out_dir), *FAST]) == 0
+    np.testing.assert_array_equal(png(out_dir / "low.png"), low)
+    assert run("single.png", "--guidance-2", "1.0", model=model_dir) == 1  # one transformer: an error
+    assert "one transformer" in capsys.readouterr().err

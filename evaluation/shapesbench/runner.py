@@ -127,6 +127,7 @@ class PipelineGenerator:
     Args:
         model_dir: a directory written by a seedkit pipeline's ``save_pretrained`` (diffusers layout).
         num_inference_steps, guidance_scale: sampling settings for every item.
+        guidance_scale_2: the scale of a two-expert model's low-noise steps (None: ``guidance_scale`` throughout).
         device: torch device; ``None`` picks CUDA when available, else the CPU.
         renoise: ``None`` to generate from pure noise; a strength in ``(0, 1]`` to start text-to-video items from
             their own ground truth, VAE-encoded and noised to that strength, and denoise it (SDEdit, Meng et al.
@@ -144,6 +145,7 @@ class PipelineGenerator:
         guidance_scale: float = 5.0,
         device: str | None = None,
         renoise: float | None = None,
+        guidance_scale_2: float | None = None,
     ) -> None:
         if renoise is not None and not 0.0 < renoise <= 1.0:
             raise ValueError(f"renoise is a strength in (0, 1] (1: generate from pure noise); got {renoise}")
@@ -155,6 +157,7 @@ class PipelineGenerator:
             )
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
+        self.guidance_scale_2 = guidance_scale_2
         self.device = device
         self.renoise = renoise
         self._pipelines: dict[str, Any] = {}
@@ -195,6 +198,7 @@ class PipelineGenerator:
             width=item.width,
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
+            guidance_scale_2=self.guidance_scale_2,
             generator=torch.Generator(device="cpu").manual_seed(item.seed),
             output_type="np",
         )

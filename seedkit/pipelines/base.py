@@ -290,8 +290,25 @@ class SeedkitPipelineBase(DiffusionPipeline):
         return self._guidance_scale
 
     @property
+    def guidance_scale_2(self) -> float:
+        """The scale of `transformer_2`'s (low-noise) steps; equals `guidance_scale` unless set apart."""
+        return self._guidance_scale_2
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1.0
+        return max(self._guidance_scale, self._guidance_scale_2) > 1.0
+
+    def set_guidance(self, guidance_scale: float, guidance_scale_2: float | None) -> None:
+        """Store a call's CFG scales. `guidance_scale_2` (Wan 2.2's name for it) guides the steps of `transformer_2`
+        in a two-expert model: detail at low noise can want another strength than layout and motion at high noise.
+        """
+        if guidance_scale_2 is not None and self.transformer_2 is None:
+            raise ValueError(
+                f"guidance_scale_2={guidance_scale_2} guides the low-noise expert, and this model has one transformer; "
+                "leave guidance_scale_2 unset (None) or load a model with transformer_2 and boundary_ratio"
+            )
+        self._guidance_scale = guidance_scale
+        self._guidance_scale_2 = guidance_scale if guidance_scale_2 is None else guidance_scale_2
 
     @property
     def num_timesteps(self) -> int:
@@ -560,10 +577,13 @@ class SeedkitPipelineBase(DiffusionPipeline):
     ) -> torch.Tensor:
         """The (guided) velocity at `latents` (`[B, C, F', H', W']`) and scheduler timestep `timestep` (`[]`).
 
-        With CFG, unconditional and conditional inputs run as one batch `[uncond; cond]`. With two experts, the
-        timestep picks the transformer (see :meth:`transformer_for`).
+        With CFG, unconditional and conditional inputs run as one batch `[uncond; cond]`; a `guidance_scale <= 1`
+        runs the conditional input alone. With two experts, the timestep picks the transformer (see
+        :meth:`transformer_for`).
         """
         transformer = self.transformer_for(timestep)
+        if guidance_scale <= 1.0:
+            negative_prompt_embeds = None
         if negative_prompt_embeds is not None:
             embeddings = TextEmbeddings.cat([negative_prompt_embeds, prompt_embeds])
             model_input = torch.cat([latents, latents])
@@ -641,6 +661,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
         condition: torch.Tensor | None = None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        guidance_scale_2: float | None = None,
     ) -> torch.Tensor:
         """The sampling loop: guided velocity, scheduler step, optional callback, under a progress bar.
 
@@ -648,6 +669,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
             latents: `[B, C, F', H', W']` float32 starting noise (normalised latent space).
             timesteps: `[N]` the scheduler's timesteps (set by :meth:`set_scheduler_timesteps`).
             condition: `[B, condition_channels, F', H', W']` for image-to-video, else None.
+            guidance_scale_2: the scale of the steps `transformer_2` takes (None: `guidance_scale` throughout).
 
         Returns:
             `[B, C, F', H', W']` float32 denoised latents.
@@ -657,12 +679,13 @@ class SeedkitPipelineBase(DiffusionPipeline):
             for step_index, timestep in enumerate(timesteps):
                 if self.interrupt:
                     continue
+                low_noise_expert = self.transformer_for(timestep) is self.transformer_2
                 velocity = self.predict_velocity(
                     latents,
                     timestep,
                     prompt_embeds,
                     negative_prompt_embeds,
-                    guidance_scale,
+                    guidance_scale_2 if low_noise_expert and guidance_scale_2 is not None else guidance_scale,
                     guidance_rescale,
                     condition,
                 )

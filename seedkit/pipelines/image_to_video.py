@@ -59,6 +59,7 @@ class SeedkitImageToVideoPipeline(SeedkitPipelineBase):
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         guidance_rescale: float = 0.0,
+        guidance_scale_2: float | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -110,7 +111,7 @@ class SeedkitImageToVideoPipeline(SeedkitPipelineBase):
             negative_prompt_embeds,
             callback_on_step_end_tensor_inputs,
         )
-        self._guidance_scale = guidance_scale
+        self.set_guidance(guidance_scale, guidance_scale_2)
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
 
@@ -155,6 +156,7 @@ class SeedkitImageToVideoPipeline(SeedkitPipelineBase):
             condition=condition,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            guidance_scale_2=guidance_scale_2,
         )
 
         # 8. Decode and post-process.

@@ -37,6 +37,7 @@ class SeedkitTextToImagePipeline(SeedkitPipelineBase):
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         guidance_rescale: float = 0.0,
+        guidance_scale_2: float | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -79,7 +80,7 @@ class SeedkitTextToImagePipeline(SeedkitPipelineBase):
             negative_prompt_embeds,
             callback_on_step_end_tensor_inputs,
         )
-        self._guidance_scale = guidance_scale
+        self.set_guidance(guidance_scale, guidance_scale_2)
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
 
@@ -118,6 +119,7 @@ class SeedkitTextToImagePipeline(SeedkitPipelineBase):
             condition=None,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            guidance_scale_2=guidance_scale_2,
         )
 
         # 7. Decode the single frame and post-process.

@@ -37,6 +37,7 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
         sigmas: list[float] | None = None,
         guidance_scale: float = 5.0,
         guidance_rescale: float = 0.0,
+        guidance_scale_2: float | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -61,6 +62,8 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
             sigmas: a custom decreasing sigma schedule (overrides `num_inference_steps`).
             guidance_scale: classifier-free guidance scale; `<= 1` disables CFG (one forward per step).
             guidance_rescale: guidance rescale factor in [0, 1] (Lin et al. 2024).
+            guidance_scale_2: the scale of the low-noise expert's steps in a two-expert model (`transformer_2`,
+                below `boundary_ratio`), as Wan 2.2 has it; None uses `guidance_scale` for every step.
             num_videos_per_prompt: samples per prompt.
             generator: torch generator(s) for the initial noise.
             latents: `[B, C, F', H', W']` initial noise to use instead of sampling it.
@@ -96,7 +99,7 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
             negative_prompt_embeds,
             callback_on_step_end_tensor_inputs,
         )
-        self._guidance_scale = guidance_scale
+        self.set_guidance(guidance_scale, guidance_scale_2)
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
 
@@ -135,6 +138,7 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
             condition=None,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            guidance_scale_2=guidance_scale_2,
         )
 
         # 7. Decode and post-process.

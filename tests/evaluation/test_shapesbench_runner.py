@@ -131,6 +131,9 @@ def test_pipeline_generator_runs_a_saved_seedkit_model(tmp_path):
     assert status["audio_video-000"].status == "failed" and "t2av" in status["audio_video-000"].reason
     with pytest.raises(FileNotFoundError, match="model_index.json"):
         PipelineGenerator(tmp_path)
+    # the low-noise expert's scale reaches the pipeline, which refuses it for a model with one transformer
+    with pytest.raises(ValueError, match="one transformer"):
+        PipelineGenerator(tmp_path / "model", num_inference_steps=2, guidance_scale_2=2.0)(items[0])
 
 
 def test_oracle_through_mp4_files_still_scores_one(tmp_path):

@@ -264,19 +264,24 @@ def test_assemble_from_separately_saved_models(pipe, tmp_path):
                             "t5-tiny")
 
 
-def test_two_noise_experts_split_the_steps_at_the_boundary(pipe, tmp_path):
+def perturbed_copy(transformer, seed):
     import copy
 
-    low_noise = copy.deepcopy(pipe.transformer)
+    other = copy.deepcopy(transformer)
     with torch.no_grad():
-        for parameter in low_noise.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=seeded(2)))
+        for parameter in other.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=seeded(seed)))
+    return other
 
-    def with_experts(transformer_2, boundary_ratio):
-        return SeedkitTextToVideoPipeline(**pipe.components | {"transformer_2": transformer_2},
-                                          **pipe.pipeline_kwargs() | {"boundary_ratio": boundary_ratio})
 
-    experts = with_experts(low_noise, 0.6)
+def with_experts(pipe, transformer_2, boundary_ratio):
+    return SeedkitTextToVideoPipeline(**pipe.components | {"transformer_2": transformer_2},
+                                      **pipe.pipeline_kwargs() | {"boundary_ratio": boundary_ratio})
+
+
+def test_two_noise_experts_split_the_steps_at_the_boundary(pipe, tmp_path):
+    low_noise = perturbed_copy(pipe.transformer, 2)
+    experts = with_experts(pipe, low_noise, 0.6)
     experts.set_progress_bar_config(disable=True)
     seen = {"high": [], "low": []}
     hooks = [
@@ -303,9 +308,47 @@ def test_two_noise_experts_split_the_steps_at_the_boundary(pipe, tmp_path):
     assert image_pipe.transformer_2 is not None  # another task's pipeline over the same components keeps both
 
     with pytest.raises(ValueError, match="boundary_ratio in"):
-        with_experts(low_noise, None)
+        with_experts(pipe, low_noise, None)
     with pytest.raises(ValueError, match="needs a second expert"):
-        with_experts(None, 0.5)
+        with_experts(pipe, None, 0.5)
     other = SeedkitTextToVideoPipeline.from_flavor("debug", transformer_overrides={"condition_channels": 0}).transformer
     with pytest.raises(ValueError, match="condition_channels"):
-        with_experts(other, 0.5)
+        with_experts(pipe, other, 0.5)
+
+
+def test_guidance_scale_2_guides_the_low_noise_expert_alone(pipe):
+    """High-noise steps guided at `guidance_scale`, low-noise ones at `guidance_scale_2` (1: conditional only, one
+    forward per step), equal to Euler over velocities guided that way by hand."""
+    low_noise = perturbed_copy(pipe.transformer, 3)
+    experts = with_experts(pipe, low_noise, 0.6)
+    experts.set_progress_bar_config(disable=True)
+    prompt, sigmas = "a red circle", [1.0, 0.8, 0.6, 0.4, 0.2]
+    noise = torch.randn(1, 8, 2, 2, 2, generator=seeded(7))
+
+    def run(**kwargs):
+        return experts(prompt, latents=noise.clone(), sigmas=sigmas, guidance_scale=4.0, output_type="latent",
+                       **kwargs).frames
+
+    low_batch_sizes = []
+    hook = low_noise.register_forward_pre_hook(
+        lambda _, args, kwargs: low_batch_sizes.append(kwargs["hidden_states"].shape[0]), with_kwargs=True)
+    unguided_low = run(guidance_scale_2=1.0)
+    hook.remove()
+    assert low_batch_sizes == [1, 1]  # no unconditional pass where the scale is 1
+
+    encoder = experts.prompt_encoder(SIZES["max_sequence_length"])
+    cond, uncond = encoder.encode([prompt]), encoder.encode([""])
+
+    def velocity(x, sigma):
+        def predict(transformer, embeddings):
+            return transformer(x, sigma * 1000, embeddings.hidden_states, embeddings.attention_mask).sample
+        if sigma >= 0.6:
+            return classifier_free_guidance(predict(pipe.transformer, cond), predict(pipe.transformer, uncond), 4.0)
+        return predict(low_noise, cond)
+
+    torch.testing.assert_close(unguided_low, sample_euler(velocity, noise, torch.tensor(sigmas + [0.0])),
+                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(run(guidance_scale_2=4.0), run(), atol=0, rtol=0)
+    assert not torch.allclose(run(guidance_scale_2=8.0), run())
+    with pytest.raises(ValueError, match="one transformer"):
+        pipe(prompt, num_inference_steps=2, guidance_scale_2=2.0)
