@@ -1,5 +1,6 @@
 """`seedkit generate` end to end on a tiny random debug-flavor model saved to a temporary directory."""
 
+import copy
 import json
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_usage_errors(model_dir, tmp_path, monkeypatch, capsys):
 
 def test_guidance_2_sets_the_low_noise_experts_scale(model_dir, tmp_path, capsys):
     pipe = SeedkitTextToVideoPipeline.from_pretrained(model_dir)
-    low_noise = SeedkitTextToVideoPipeline.from_pretrained(model_dir).transformer
+    low_noise = copy.deepcopy(pipe.transformer)
     with torch.no_grad():
         for parameter in low_noise.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(2)))
