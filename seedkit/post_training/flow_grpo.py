@@ -99,6 +99,8 @@ class Trajectory:
         means: ``[T, B, ...]`` the transitions' means (for a KL term against a reference policy).
         stds: ``[T]`` their standard deviations.
         sigmas: ``[T + 1]`` the schedule, decreasing to 0.
+        stochastic: ``[T]`` bool, the transitions taken with the SDE (the others are deterministic Euler steps with
+            no density: log-prob 0, std 0, never trained on). None: all of them.
     """
 
     states: torch.Tensor
@@ -106,6 +108,14 @@ class Trajectory:
     means: torch.Tensor
     stds: torch.Tensor
     sigmas: torch.Tensor
+    stochastic: torch.Tensor | None = None
+
+    @property
+    def trainable_steps(self) -> list[int]:
+        """Indices of the transitions that have a density (the SDE ones)."""
+        if self.stochastic is None:
+            return list(range(self.num_steps))
+        return [index for index, flag in enumerate(self.stochastic.tolist()) if flag]
 
     @property
     def samples(self) -> torch.Tensor:
@@ -132,21 +142,38 @@ def sample_trajectory(
     sigmas: torch.Tensor,
     noise_level: float,
     generator: torch.Generator | None = None,
+    sde_window: tuple[float, float] | None = None,
 ) -> Trajectory:
-    """Roll out the SDE from ``noise`` (``[B, ...]``) along ``sigmas`` (``[T + 1]``, decreasing, ending at 0)."""
+    """Roll out the SDE from ``noise`` (``[B, ...]``) along ``sigmas`` (``[T + 1]``, decreasing, ending at 0).
+
+    ``sde_window=(low, high)`` takes the SDE only on steps starting at a sigma in ``[low, high]`` and the Euler ODE
+    step elsewhere (MixGRPO, Li et al. 2025, arXiv:2507.21802): the reward is then credited to the noise levels
+    where the rewarded attributes are decided instead of being spread over every step.
+    """
     if sigmas.ndim != 1 or len(sigmas) < 2 or not bool((sigmas[1:] < sigmas[:-1]).all()):
         raise ValueError(f"sigmas must be a strictly decreasing 1-D schedule of >= 2 values; got {sigmas.tolist()}")
+    stochastic = torch.ones(len(sigmas) - 1, dtype=torch.bool)
+    if sde_window is not None:
+        low, high = sde_window
+        stochastic = (sigmas[:-1] >= low) & (sigmas[:-1] <= high)
+        if not bool(stochastic.any()):
+            raise ValueError(f"sde_window {sde_window} contains no step of the schedule {sigmas.tolist()}")
     max_sigma = max_sigma_for(sigmas)
     states, log_probs, means, stds = [noise.float()], [], [], []
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        step = flow_sde_step(
-            velocity_fn(states[-1], sigma), states[-1], sigma, sigma_next, noise_level, max_sigma, generator=generator
-        )
+    for sigma, sigma_next, is_stochastic in zip(sigmas[:-1], sigmas[1:], stochastic.tolist()):
+        velocity = velocity_fn(states[-1], sigma)
+        if is_stochastic:
+            step = flow_sde_step(velocity, states[-1], sigma, sigma_next, noise_level, max_sigma, generator=generator)
+        else:
+            mean = states[-1] + (sigma_next - sigma) * velocity.float()
+            step = SDEStepOutput(mean, mean, torch.zeros(()), torch.zeros(mean.shape[0]))
         states.append(step.prev_sample)
         log_probs.append(step.log_prob)
         means.append(step.mean)
         stds.append(step.std)
-    return Trajectory(torch.stack(states), torch.stack(log_probs), torch.stack(means), torch.stack(stds), sigmas)
+    return Trajectory(
+        torch.stack(states), torch.stack(log_probs), torch.stack(means), torch.stack(stds), sigmas, stochastic
+    )
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
@@ -196,6 +223,11 @@ def grpo_step_loss(
     """
     if kl_coef > 0 and reference_velocity_fn is None:
         raise ValueError("kl_coef > 0 needs reference_velocity_fn, the frozen policy the KL term is measured against")
+    if step_index not in trajectory.trainable_steps:
+        raise ValueError(
+            f"transition {step_index} was a deterministic (ODE) step with no density; train on "
+            f"trajectory.trainable_steps = {trajectory.trainable_steps}"
+        )
     sigma, sigma_next = trajectory.sigmas[step_index], trajectory.sigmas[step_index + 1]
     max_sigma = max_sigma_for(trajectory.sigmas)
     state = trajectory.states[step_index]

@@ -65,6 +65,7 @@ class GRPOConfig:
     clip_range: float = 1e-4  # small because log-probabilities are per-element means
     kl_coef: float = 0.0  # > 0 keeps a frozen copy of the transformers as the reference policy
     timestep_fraction: float = 1.0  # share of each rollout's transitions trained on (DanceGRPO uses < 1)
+    sde_window: list[float] | None = None  # [low, high]: SDE (and training) only on steps from sigmas in it
     train_batch_size: int = 8  # samples per forward/backward (memory); gradients accumulate to one step
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
@@ -75,6 +76,8 @@ class GRPOConfig:
             raise ValueError(
                 f"group_size must be >= 2 (advantages compare samples of one prompt); got {self.group_size}"
             )
+        if self.sde_window is not None and (len(self.sde_window) != 2 or self.sde_window[0] > self.sde_window[1]):
+            raise ValueError(f"sde_window must be [low, high] with low <= high; got {self.sde_window}")
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ValueError(f"timestep_fraction must be in (0, 1]; got {self.timestep_fraction}")
 
@@ -177,6 +180,7 @@ class FlowGRPOTrainer:
         trajectory = sample_trajectory(
             self.velocity_fn(prompt_embeds, negative_embeds), noise, sigmas, config.noise_level,
             generator=self._generator(iteration, 1),
+            sde_window=None if config.sde_window is None else tuple(config.sde_window),
         )
 
         # 2. Decode and score.
@@ -221,9 +225,10 @@ class FlowGRPOTrainer:
         iteration: int,
     ) -> dict[str, float]:
         config = self.config
-        num_steps = trajectory.num_steps
-        count = max(1, round(config.timestep_fraction * num_steps))
-        chosen = torch.randperm(num_steps, generator=self._generator(iteration, 2))[:count].sort().values.tolist()
+        trainable = trajectory.trainable_steps
+        count = max(1, round(config.timestep_fraction * len(trainable)))
+        order = torch.randperm(len(trainable), generator=self._generator(iteration, 2))[:count].sort().values
+        chosen = [trainable[index] for index in order.tolist()]
         batch = advantages.shape[0]
         totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
         for start in range(0, batch, config.train_batch_size):
@@ -231,7 +236,7 @@ class FlowGRPOTrainer:
             share = (rows.stop - rows.start) / batch
             sub = Trajectory(
                 trajectory.states[:, rows], trajectory.log_probs[:, rows], trajectory.means[:, rows],
-                trajectory.stds, trajectory.sigmas,
+                trajectory.stds, trajectory.sigmas, trajectory.stochastic,
             )
             negative = None if negative_embeds is None else _rows(negative_embeds, rows)
             embeds = _rows(prompt_embeds, rows)

@@ -268,3 +268,45 @@ def test_trajectory_samples_are_the_last_states():
     trajectory = Trajectory(torch.arange(6.0).view(3, 2), torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2),
                             torch.tensor([1.0, 0.5, 0.0]))
     assert torch.equal(trajectory.samples, torch.tensor([4.0, 5.0])) and trajectory.num_steps == 2
+
+
+def test_sde_window_takes_euler_steps_outside_and_trains_only_inside():
+    velocity = gaussian_data_velocity(0.5)
+    noise = torch.randn(64, 1, generator=torch.Generator().manual_seed(0))
+    sigmas = torch.linspace(1.0, 0.0, 6)  # steps start at 1.0, 0.8, 0.6, 0.4, 0.2
+    generator = torch.Generator().manual_seed(1)
+    trajectory = sample_trajectory(velocity, noise, sigmas, 0.7, generator, sde_window=(0.5, 1.0))
+    assert trajectory.trainable_steps == [0, 1, 2]
+    for index in (3, 4):
+        euler = trajectory.states[index] + (sigmas[index + 1] - sigmas[index]) * velocity(trajectory.states[index],
+                                                                                        sigmas[index])
+        torch.testing.assert_close(trajectory.states[index + 1], euler)
+        assert torch.equal(trajectory.log_probs[index], torch.zeros(64))
+    with pytest.raises(ValueError, match="deterministic"):
+        grpo_step_loss(velocity, trajectory, 3, torch.ones(64), 0.2, 0.7)
+    with pytest.raises(ValueError, match="contains no step"):
+        sample_trajectory(velocity, noise, sigmas, 0.7, sde_window=(0.9, 0.95))
+
+
+def test_trainer_with_an_sde_window_trains_the_window_only(tmp_path):
+    config = GRPOConfig(output_dir=str(tmp_path), height=16, width=16, num_frames=5, num_steps=4, group_size=2,
+                        prompts_per_iteration=1, iterations=1, lr=1e-3, sde_window=[0.5, 1.0])
+    trainer = FlowGRPOTrainer(debug_pipeline(), config, prompt_source, brightness_reward)
+    seen = []
+    original = trainer.velocity_fn
+
+    def recording_velocity_fn(*args, **kwargs):
+        inner = original(*args, **kwargs)
+
+        def velocity(latents, sigma):
+            if torch.is_grad_enabled():
+                seen.append(round(float(sigma), 3))
+            return inner(latents, sigma)
+
+        return velocity
+
+    trainer.velocity_fn = recording_velocity_fn
+    trainer.train(progress=False)
+    assert seen and min(seen) >= 0.5
+    with pytest.raises(ValueError, match="sde_window"):
+        GRPOConfig(sde_window=[0.9, 0.1])
