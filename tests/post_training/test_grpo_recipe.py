@@ -24,6 +24,18 @@ def debug_model(tmp_path_factory):
     return directory
 
 
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("grpo-*.yaml")), ids=lambda p: p.name)
+def test_shipped_grpo_recipes_parse(path):
+    from seedkit.training.config import load_config
+
+    config = load_config(path, cls=grpo.GRPORecipeConfig)
+    assert config.grpo.group_size >= 2 and set(config.reward.metrics) <= set(grpo.REWARD_METRICS)
+    assert config.grpo.height % 16 == 0 and config.grpo.width % 16 == 0
+
+
 def test_prompts_keep_the_training_wording_and_their_own_seed():
     config = grpo.GRPORecipeConfig()
     config.prompts.num_items = 20

@@ -37,8 +37,11 @@ def test_unknown_keys_name_the_valid_ones(tmp_path):
         load_config(None, ["train.max_steps"])
 
 
-@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("grpo-")), ids=lambda p: p.name
+)
 def test_shipped_recipes_parse(path):
+    """Training recipes (the post-training grpo-*.yaml ones are parsed by tests/post_training)."""
     cls = VAERecipeConfig if path.name.startswith("vae-") else RecipeConfig
     config = load_config(path, cls=cls)
     assert config.model.flavor in flavors.names()
