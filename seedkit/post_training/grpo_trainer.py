@@ -12,6 +12,7 @@ so a resumed run repeats exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -114,8 +115,6 @@ class FlowGRPOTrainer:
 
     @staticmethod
     def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-        import copy
-
         return copy.deepcopy(model).requires_grad_(False).eval()
 
     # -- policy ---------------------------------------------------------------------------------------------------
