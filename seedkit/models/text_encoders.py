@@ -72,6 +72,14 @@ class TextEmbeddings:
             pooled=None if self.pooled is None else self.pooled.to(device=device, dtype=dtype),
         )
 
+    def __getitem__(self, rows: slice) -> "TextEmbeddings":
+        """The prompts `rows` of the batch (e.g. one micro-batch of a larger one)."""
+        return TextEmbeddings(
+            hidden_states=self.hidden_states[rows],
+            attention_mask=self.attention_mask[rows],
+            pooled=None if self.pooled is None else self.pooled[rows],
+        )
+
     def repeat_interleave(self, repeats: int) -> "TextEmbeddings":
         """Repeat each prompt `repeats` times along the batch (e.g. `num_videos_per_prompt`)."""
         return TextEmbeddings(

@@ -574,14 +574,15 @@ class SeedkitPipelineBase(DiffusionPipeline):
         guidance_scale: float,
         guidance_rescale: float = 0.0,
         condition: torch.Tensor | None = None,
+        transformer: SeedTransformer3DModel | None = None,
     ) -> torch.Tensor:
         """The (guided) velocity at `latents` (`[B, C, F', H', W']`) and scheduler timestep `timestep` (`[]`).
 
         With CFG, unconditional and conditional inputs run as one batch `[uncond; cond]`; a `guidance_scale <= 1`
         runs the conditional input alone. With two experts, the timestep picks the transformer (see
-        :meth:`transformer_for`).
+        :meth:`transformer_for`), unless `transformer` names the model to run (e.g. a frozen reference copy).
         """
-        transformer = self.transformer_for(timestep)
+        transformer = transformer if transformer is not None else self.transformer_for(timestep)
         if guidance_scale <= 1.0:
             negative_prompt_embeds = None
         if negative_prompt_embeds is not None:
@@ -612,6 +613,12 @@ class SeedkitPipelineBase(DiffusionPipeline):
             return self.transformer
         boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
         return self.transformer if float(timestep) >= boundary else self.transformer_2
+
+    def guidance_for(self, timestep: torch.Tensor, guidance_scale: float, guidance_scale_2: float | None) -> float:
+        """The CFG scale of the step at `timestep`: `guidance_scale_2` on `transformer_2`'s steps when it is set."""
+        if guidance_scale_2 is not None and self.transformer_for(timestep) is self.transformer_2:
+            return guidance_scale_2
+        return guidance_scale
 
     def run_callback(
         self,
@@ -679,13 +686,12 @@ class SeedkitPipelineBase(DiffusionPipeline):
             for step_index, timestep in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                low_noise_expert = self.transformer_for(timestep) is self.transformer_2
                 velocity = self.predict_velocity(
                     latents,
                     timestep,
                     prompt_embeds,
                     negative_prompt_embeds,
-                    guidance_scale_2 if low_noise_expert and guidance_scale_2 is not None else guidance_scale,
+                    self.guidance_for(timestep, guidance_scale, guidance_scale_2),
                     guidance_rescale,
                     condition,
                 )

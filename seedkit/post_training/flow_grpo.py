@@ -96,8 +96,6 @@ class Trajectory:
     Attributes:
         states: ``[T + 1, B, ...]`` visited states, the starting noise first and the samples last.
         log_probs: ``[T, B]`` the log-density of each transition under the rollout policy.
-        means: ``[T, B, ...]`` the transitions' means (for a KL term against a reference policy).
-        stds: ``[T]`` their standard deviations.
         sigmas: ``[T + 1]`` the schedule, decreasing to 0.
         stochastic: ``[T]`` bool, the transitions taken with the SDE (the others are deterministic Euler steps with
             no density: log-prob 0, std 0, never trained on). None: all of them.
@@ -105,8 +103,6 @@ class Trajectory:
 
     states: torch.Tensor
     log_probs: torch.Tensor
-    means: torch.Tensor
-    stds: torch.Tensor
     sigmas: torch.Tensor
     stochastic: torch.Tensor | None = None
 
@@ -159,7 +155,7 @@ def sample_trajectory(
         if not bool(stochastic.any()):
             raise ValueError(f"sde_window {sde_window} contains no step of the schedule {sigmas.tolist()}")
     max_sigma = max_sigma_for(sigmas)
-    states, log_probs, means, stds = [noise.float()], [], [], []
+    states, log_probs = [noise.float()], []
     for sigma, sigma_next, is_stochastic in zip(sigmas[:-1], sigmas[1:], stochastic.tolist()):
         velocity = velocity_fn(states[-1], sigma)
         if is_stochastic:
@@ -169,11 +165,7 @@ def sample_trajectory(
             step = SDEStepOutput(mean, mean, torch.zeros(()), torch.zeros(mean.shape[0]))
         states.append(step.prev_sample)
         log_probs.append(step.log_prob)
-        means.append(step.mean)
-        stds.append(step.std)
-    return Trajectory(
-        torch.stack(states), torch.stack(log_probs), torch.stack(means), torch.stack(stds), sigmas, stochastic
-    )
+    return Trajectory(torch.stack(states), torch.stack(log_probs), sigmas, stochastic)
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:

@@ -125,27 +125,19 @@ class FlowGRPOTrainer:
         negative_prompt_embeds: TextEmbeddings | None,
         experts: Sequence[torch.nn.Module] | None = None,
     ):
-        """The guided velocity of ``experts`` (default: the trained ones) as a :data:`VelocityFn` over sigma."""
+        """The guided velocity of ``experts`` (default: the trained ones, in :attr:`policies` order) as a
+        :data:`VelocityFn` over sigma."""
         pipeline, config = self.pipeline, self.config
-        swap = None
-        if experts is not None:
-            swap = (experts[0], experts[1] if len(experts) > 1 else None)
 
         def velocity(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             timestep = sigma * pipeline.scheduler.config.num_train_timesteps
-            low_noise = pipeline.transformer_for(timestep) is pipeline.transformer_2
-            scale = config.guidance_scale
-            if low_noise and config.guidance_scale_2 is not None:
-                scale = config.guidance_scale_2
-            if swap is None:
-                return pipeline.predict_velocity(latents, timestep, prompt_embeds, negative_prompt_embeds, scale)
-            # predict_velocity picks its expert from the pipeline: lend it the reference experts for this call.
-            saved = pipeline.transformer, pipeline.transformer_2
-            pipeline.transformer, pipeline.transformer_2 = swap
-            try:
-                return pipeline.predict_velocity(latents, timestep, prompt_embeds, negative_prompt_embeds, scale)
-            finally:
-                pipeline.transformer, pipeline.transformer_2 = saved
+            scale = pipeline.guidance_for(timestep, config.guidance_scale, config.guidance_scale_2)
+            transformer = None
+            if experts is not None:
+                transformer = experts[self.policies.index(pipeline.transformer_for(timestep))]
+            return pipeline.predict_velocity(
+                latents, timestep, prompt_embeds, negative_prompt_embeds, scale, transformer=transformer
+            )
 
         return velocity
 
@@ -234,11 +226,10 @@ class FlowGRPOTrainer:
             rows = slice(start, min(batch, start + config.train_batch_size))
             share = (rows.stop - rows.start) / batch
             sub = Trajectory(
-                trajectory.states[:, rows], trajectory.log_probs[:, rows], trajectory.means[:, rows],
-                trajectory.stds, trajectory.sigmas, trajectory.stochastic,
+                trajectory.states[:, rows], trajectory.log_probs[:, rows], trajectory.sigmas, trajectory.stochastic
             )
-            negative = None if negative_embeds is None else _rows(negative_embeds, rows)
-            embeds = _rows(prompt_embeds, rows)
+            negative = None if negative_embeds is None else negative_embeds[rows]
+            embeds = prompt_embeds[rows]
             policy = self.velocity_fn(embeds, negative)
             reference = None if self.references is None else self.velocity_fn(embeds, negative, self.references)
             for step_index in chosen:
@@ -314,12 +305,3 @@ class FlowGRPOTrainer:
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(temporary, out_dir)
         return out_dir
-
-
-def _rows(embeddings: TextEmbeddings, rows: slice) -> TextEmbeddings:
-    """The samples ``rows`` of a batch of text embeddings."""
-    return TextEmbeddings(
-        hidden_states=embeddings.hidden_states[rows],
-        attention_mask=None if embeddings.attention_mask is None else embeddings.attention_mask[rows],
-        pooled=None if embeddings.pooled is None else embeddings.pooled[rows],
-    )

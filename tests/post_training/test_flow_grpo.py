@@ -255,9 +255,13 @@ def test_trainer_trains_both_experts_and_checks_its_config(tmp_path):
     )
     pipe.set_progress_bar_config(disable=True)
     config = GRPOConfig(output_dir=str(tmp_path), height=16, width=16, num_frames=5, num_steps=4, group_size=2,
-                        prompts_per_iteration=1, iterations=1, lr=1e-3, guidance_scale_2=1.0)
+                        prompts_per_iteration=1, iterations=1, lr=1e-3, guidance_scale_2=1.0, kl_coef=0.1)
+    with torch.no_grad():  # the experts differ, so a reference step run by the wrong expert would show as KL
+        for parameter in pipe.transformer_2.parameters():
+            parameter.add_(0.05)
     before = [copy.deepcopy(model.state_dict()) for model in (pipe.transformer, pipe.transformer_2)]
-    FlowGRPOTrainer(pipe, config, prompt_source, brightness_reward).train(progress=False)
+    history = FlowGRPOTrainer(pipe, config, prompt_source, brightness_reward).train(progress=False)
+    assert history[0]["kl"] < 1e-6  # before its first step the policy is its reference, expert by expert
     for state, model in zip(before, (pipe.transformer, pipe.transformer_2)):
         assert any(not torch.equal(state[name], tensor) for name, tensor in model.state_dict().items())
     with pytest.raises(ValueError, match="group_size must be >= 2"):
@@ -265,8 +269,7 @@ def test_trainer_trains_both_experts_and_checks_its_config(tmp_path):
 
 
 def test_trajectory_samples_are_the_last_states():
-    trajectory = Trajectory(torch.arange(6.0).view(3, 2), torch.zeros(2, 2), torch.zeros(2, 2), torch.ones(2),
-                            torch.tensor([1.0, 0.5, 0.0]))
+    trajectory = Trajectory(torch.arange(6.0).view(3, 2), torch.zeros(2, 2), torch.tensor([1.0, 0.5, 0.0]))
     assert torch.equal(trajectory.samples, torch.tensor([4.0, 5.0])) and trajectory.num_steps == 2
 
 
