@@ -19,6 +19,9 @@ the boundary:
     python recipes/export_pipeline.py runs/high-noise/final --out models/experts \
         --low-noise-transformer seedkit/default_model/transformer --boundary-ratio 0.8
 
+and a run trained below the boundary (`task.sigma_range=[0.0,0.6]`) takes `--high-noise-transformer DIR` instead: it is
+stored as `transformer_2` and DIR as `transformer`.
+
 `--transformer-dtype float16` stores the transformer weights (both experts) in half precision, half the bytes; they
 load back as float32 (diffusers casts to the model's dtype), so sampling is unchanged apart from the weights'
 rounding, which is far below what training noise moves them by. The VAE stays in float32.
@@ -48,7 +51,11 @@ def export_pipeline(
     low_noise_transformer: Path | None = None,
     boundary_ratio: float | None = None,
     transformer_dtype: str = "float32",
+    high_noise_transformer: Path | None = None,
 ) -> Path:
+    if low_noise_transformer is not None and high_noise_transformer is not None:
+        raise ValueError("a run is one expert of a pair: give its partner as low_noise_transformer or as "
+                         "high_noise_transformer, not both")
     if transformer_dtype not in STORAGE_DTYPES:
         raise ValueError(f"transformer_dtype must be one of {', '.join(STORAGE_DTYPES)}; got {transformer_dtype!r}")
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -64,7 +71,7 @@ def export_pipeline(
             final = export_checkpoint(run_dir, Path(exported) / "final")
             return export_pipeline(
                 final, out_dir, height, width, num_frames, shift, low_noise_transformer, boundary_ratio,
-                transformer_dtype,
+                transformer_dtype, high_noise_transformer,
             )
     name_file = run_dir / "text_encoder_name.txt"
     if not name_file.exists():
@@ -76,10 +83,14 @@ def export_pipeline(
         text_encoder_name,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
     )
-    if low_noise_transformer is not None:
-        from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+    from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 
+    if low_noise_transformer is not None:
         components["transformer_2"] = SeedTransformer3DModel.from_pretrained(low_noise_transformer)
+    if high_noise_transformer is not None:
+        # the pipeline samples `transformer` above the boundary and `transformer_2` below it
+        components["transformer_2"] = components["transformer"]
+        components["transformer"] = SeedTransformer3DModel.from_pretrained(high_noise_transformer)
     pipeline = SeedkitTextToVideoPipeline(
         **components,
         boundary_ratio=boundary_ratio,
@@ -123,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a transformer directory to sample below --boundary-ratio (this run then samples above it)",
     )
     parser.add_argument(
+        "--high-noise-transformer",
+        type=Path,
+        help="a transformer directory to sample above --boundary-ratio (this run then samples below it)",
+    )
+    parser.add_argument(
         "--boundary-ratio", type=float, help="noise level in (0, 1) where the run hands over to the low-noise one"
     )
     parser.add_argument(
@@ -132,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         help="precision the transformer weights are stored in (they load as float32)",
     )
     args = parser.parse_args(argv)
-    if (args.low_noise_transformer is None) != (args.boundary_ratio is None):
-        parser.error("--low-noise-transformer and --boundary-ratio go together")
+    partner = args.low_noise_transformer or args.high_noise_transformer
+    if args.low_noise_transformer is not None and args.high_noise_transformer is not None:
+        parser.error("give the run's partner expert once: --low-noise-transformer or --high-noise-transformer")
+    if (partner is None) != (args.boundary_ratio is None):
+        parser.error("--low-noise-transformer (or --high-noise-transformer) and --boundary-ratio go together")
     path = export_pipeline(
         args.run_dir,
         args.out,
@@ -144,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         args.low_noise_transformer,
         args.boundary_ratio,
         args.transformer_dtype,
+        args.high_noise_transformer,
     )
     size_mb = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
     print(f"pipeline written to {path} ({size_mb:.1f} MB)")

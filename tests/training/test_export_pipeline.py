@@ -13,6 +13,7 @@ from seedkit.pipelines.base import build_components
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes"))
 from export_pipeline import export_pipeline  # noqa: E402
 
+from seedkit.models.transformer_mmdit import SeedTransformer3DModel  # noqa: E402
 from seedkit.pipelines import SeedkitTextToVideoPipeline  # noqa: E402
 
 
@@ -92,6 +93,25 @@ def test_export_two_noise_experts(run_dir, tmp_path):
     with pytest.raises(SystemExit):
         main([str(run_dir), "--out", str(tmp_path / "other"), "--boundary-ratio", "0.8"])
 
+
+
+def test_export_a_low_noise_run_with_its_high_noise_partner(run_dir, tmp_path):
+    from export_pipeline import main
+
+    high_noise = build_components("debug", seed=5)["transformer"]
+    high_noise.save_pretrained(tmp_path / "high")
+    assert main([str(run_dir), "--out", str(tmp_path / "model"), "--height", "32", "--width", "32", "--frames", "9",
+                 "--high-noise-transformer", str(tmp_path / "high"), "--boundary-ratio", "0.6"]) == 0
+    pipe = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "model")
+    assert pipe.config.boundary_ratio == 0.6
+    for name, tensor in high_noise.state_dict().items():
+        assert torch.equal(pipe.transformer.state_dict()[name], tensor), name
+    run_transformer = SeedTransformer3DModel.from_pretrained(run_dir / "transformer")
+    for name, tensor in run_transformer.state_dict().items():  # the run samples below the boundary
+        assert torch.equal(pipe.transformer_2.state_dict()[name], tensor), name
+    with pytest.raises(SystemExit):  # one partner, not two
+        main([str(run_dir), "--out", str(tmp_path / "other"), "--boundary-ratio", "0.6",
+              "--high-noise-transformer", str(tmp_path / "high"), "--low-noise-transformer", str(tmp_path / "high")])
 
 def test_half_precision_storage_halves_the_transformer_files_and_loads_as_float32(run_dir, tmp_path):
     from export_pipeline import main
