@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -328,12 +327,7 @@ class EndToEndRun:
             max_sequence_length=TEXT_ENCODERS[text_encoder_name].max_sequence_length,
             text_encoder_name=text_encoder_name,
         )
-        # Written next to the target and renamed, so a directory at pipeline_dir is always complete.
-        temporary = self.pipeline_dir.with_name(self.pipeline_dir.name + ".partial")
-        shutil.rmtree(temporary, ignore_errors=True)
-        pipeline.save_pretrained(temporary, bundle_text_encoder=not TEXT_ENCODERS[text_encoder_name].ships_weights)
-        shutil.rmtree(self.pipeline_dir, ignore_errors=True)
-        os.replace(temporary, self.pipeline_dir)
+        pipeline.save_model_directory(self.pipeline_dir)
         size_mb = sum(path.stat().st_size for path in self.pipeline_dir.rglob("*") if path.is_file()) / 1e6
         return {"pipeline": str(self.pipeline_dir), "size_mb": round(size_mb, 2)}
 

@@ -30,8 +30,6 @@ rounding, which is far below what training noise moves them by. The VAE stays in
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -110,12 +108,7 @@ def export_pipeline(
     for name in ("transformer", "transformer_2"):
         if getattr(pipeline, name) is not None:
             getattr(pipeline, name).to(getattr(torch, transformer_dtype))
-    temporary = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(temporary, ignore_errors=True)
-    pipeline.save_pretrained(temporary, bundle_text_encoder=not TEXT_ENCODERS[text_encoder_name].ships_weights)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(temporary, out_dir)
-    return out_dir
+    return pipeline.save_model_directory(out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,9 @@ timestep input is `sigma * 1000`, which is what the scheduler's `timesteps` are.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -281,6 +283,23 @@ class SeedkitPipelineBase(DiffusionPipeline):
             super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
+
+    def save_model_directory(self, out_dir: str | os.PathLike) -> Path:
+        """Write a model directory the way seedkit publishes one, and return its path.
+
+        The text encoder is stored by name when an installed package ships its weights (MiniLM), bundled otherwise.
+        The directory is written next to ``out_dir`` and renamed over it, so a reader (a running evaluation, a
+        `seedkit generate` that starts meanwhile) never sees half a model.
+        """
+        out_dir = Path(out_dir)
+        name = self.config.get("text_encoder_name")
+        bundle = name is None or not TEXT_ENCODERS[name].ships_weights
+        temporary = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(temporary, ignore_errors=True)
+        self.save_pretrained(temporary, bundle_text_encoder=bundle)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(temporary, out_dir)
+        return out_dir
 
     # ------------------------------------------------------------------------------------------------------------
     # properties diffusers users expect

@@ -16,7 +16,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from seedkit.models.text_encoders import TEXT_ENCODERS, TextEmbeddings
+from seedkit.models.text_encoders import TextEmbeddings
 from seedkit.post_training.flow_grpo import (
     Trajectory,
     group_advantages,
@@ -289,19 +288,10 @@ class FlowGRPOTrainer:
 
     def export(self, out_dir: str | os.PathLike, transformer_dtype: torch.dtype = torch.float32) -> Path:
         """Write the pipeline with the trained transformers (diffusers layout), atomically."""
-        out_dir = Path(out_dir)
-        temporary = out_dir.with_name(out_dir.name + ".partial")
-        shutil.rmtree(temporary, ignore_errors=True)
         for model in self.policies:
             model.to(transformer_dtype)
         try:
-            name = self.pipeline.config.get("text_encoder_name")
-            # An encoder whose weights an installed package ships is stored by name, as the bundled model does.
-            bundle = name is None or not TEXT_ENCODERS[name].ships_weights
-            self.pipeline.save_pretrained(temporary, bundle_text_encoder=bundle)
+            return self.pipeline.save_model_directory(out_dir)
         finally:
             for model in self.policies:
                 model.float()
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(temporary, out_dir)
-        return out_dir

@@ -245,6 +245,15 @@ def test_minilm_text_encoder_saved_by_name_and_precomputed_embeddings(tmp_path):
     with pytest.raises(ValueError, match="ships .*minilm"):
         t5_pipe.save_pretrained(tmp_path / "t5", bundle_text_encoder=False)
 
+    # save_model_directory makes that choice itself and replaces an older directory whole
+    published = tmp_path / "published"
+    (published / "stale").mkdir(parents=True)
+    assert pipe.save_model_directory(published) == published
+    assert not (published / "text_encoder").exists() and not (published / "stale").exists()
+    assert not published.with_name("published.partial").exists()
+    t5_pipe.save_model_directory(tmp_path / "t5")
+    assert (tmp_path / "t5" / "text_encoder").is_dir()  # no package ships t5-tiny: bundled
+
 
 def test_assemble_from_separately_saved_models(pipe, tmp_path):
     from seedkit.pipelines import assemble_components
