@@ -75,43 +75,34 @@ def test_a_checkpoint_exports_its_ema_weights(tmp_path):
         assert torch.equal(pipe.vae.state_dict()[name], tensor), name
 
 
-def test_export_two_noise_experts(run_dir, tmp_path):
+@pytest.mark.parametrize("partner_flag, partner_slot, run_slot", [
+    ("--low-noise-transformer", "transformer_2", "transformer"),  # the run trained above the boundary
+    ("--high-noise-transformer", "transformer", "transformer_2"),  # the run trained below it
+])
+def test_export_two_noise_experts(run_dir, tmp_path, partner_flag, partner_slot, run_slot):
     from export_pipeline import main
 
-    low_noise = build_components("debug", seed=5)["transformer"]
-    low_noise.save_pretrained(tmp_path / "low")
+    partner = build_components("debug", seed=5)["transformer"]
+    partner.save_pretrained(tmp_path / "partner")
     assert main([str(run_dir), "--out", str(tmp_path / "model"), "--height", "32", "--width", "32", "--frames", "9",
-                 "--low-noise-transformer", str(tmp_path / "low"), "--boundary-ratio", "0.8"]) == 0
+                 partner_flag, str(tmp_path / "partner"), "--boundary-ratio", "0.8"]) == 0
     pipe = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "model")
     assert pipe.config.boundary_ratio == 0.8
     assert json.loads((tmp_path / "model" / "transformer_2" / "config.json").read_text())["_name_or_path"] == (
         "transformer_2"
     )
-    for name, tensor in low_noise.state_dict().items():
-        assert torch.equal(pipe.transformer_2.state_dict()[name], tensor), name
-    assert not torch.equal(pipe.transformer.patch_embedder.weight, low_noise.patch_embedder.weight)  # the run's own
-    with pytest.raises(SystemExit):
-        main([str(run_dir), "--out", str(tmp_path / "other"), "--boundary-ratio", "0.8"])
-
-
-
-def test_export_a_low_noise_run_with_its_high_noise_partner(run_dir, tmp_path):
-    from export_pipeline import main
-
-    high_noise = build_components("debug", seed=5)["transformer"]
-    high_noise.save_pretrained(tmp_path / "high")
-    assert main([str(run_dir), "--out", str(tmp_path / "model"), "--height", "32", "--width", "32", "--frames", "9",
-                 "--high-noise-transformer", str(tmp_path / "high"), "--boundary-ratio", "0.6"]) == 0
-    pipe = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "model")
-    assert pipe.config.boundary_ratio == 0.6
-    for name, tensor in high_noise.state_dict().items():
-        assert torch.equal(pipe.transformer.state_dict()[name], tensor), name
     run_transformer = SeedTransformer3DModel.from_pretrained(run_dir / "transformer")
-    for name, tensor in run_transformer.state_dict().items():  # the run samples below the boundary
-        assert torch.equal(pipe.transformer_2.state_dict()[name], tensor), name
+    for expected, slot in ((partner, partner_slot), (run_transformer, run_slot)):
+        stored = getattr(pipe, slot).state_dict()
+        for name, tensor in expected.state_dict().items():
+            assert torch.equal(stored[name], tensor), f"{slot}: {name}"
+    with pytest.raises(SystemExit):  # a boundary needs a partner
+        main([str(run_dir), "--out", str(tmp_path / "other"), "--boundary-ratio", "0.8"])
     with pytest.raises(SystemExit):  # one partner, not two
-        main([str(run_dir), "--out", str(tmp_path / "other"), "--boundary-ratio", "0.6",
-              "--high-noise-transformer", str(tmp_path / "high"), "--low-noise-transformer", str(tmp_path / "high")])
+        main([str(run_dir), "--out", str(tmp_path / "other"), "--boundary-ratio", "0.8",
+              "--high-noise-transformer", str(tmp_path / "partner"),
+              "--low-noise-transformer", str(tmp_path / "partner")])
+
 
 def test_half_precision_storage_halves_the_transformer_files_and_loads_as_float32(run_dir, tmp_path):
     from export_pipeline import main
