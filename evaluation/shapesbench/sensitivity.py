@@ -135,7 +135,8 @@ def caption_losses(pipeline, clip: ProbeClip, sigma: float, generator: torch.Gen
     losses = []
     for caption in (clip.caption, clip.edited_caption):
         embeddings, _ = pipeline.encode_prompt([caption], None, False)
-        transformer = pipeline.transformer
+        # a two-expert model is probed, at each sigma, with the expert that samples there
+        transformer = pipeline.transformer_for(path.timestep)
         velocity = transformer(
             hidden_states=path.x_t.to(transformer.dtype),
             timestep=path.timestep.to(transformer.dtype),

@@ -110,6 +110,39 @@ def test_a_model_that_reads_the_caption_has_wins_and_losses_not_ties():
         assert result.per_sigma[0.9]["gap"] == pytest.approx(result.gap)
 
 
+
+def test_a_two_expert_model_is_probed_with_the_expert_of_each_noise_level():
+    import copy
+
+    import torch
+
+    from seedkit.training.objectives import foreground_score
+
+    pipe = _debug_pipeline()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in pipe.transformer.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    high_noise, low_noise = pipe.transformer, copy.deepcopy(pipe.transformer)
+    with torch.no_grad():
+        for parameter in low_noise.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    latents = torch.randn(1, high_noise.config.in_channels, 2, 4, 4, generator=generator)
+    clip = ProbeClip(latents, "a red circle", "a blue circle", foreground_score(latents))
+
+    def losses(sigma):
+        return caption_losses(pipe, clip, sigma, torch.Generator().manual_seed(1))
+
+    alone = {sigma: losses(sigma) for sigma in (0.3, 0.9)}
+    pipe.register_modules(transformer_2=low_noise)
+    pipe.register_to_config(boundary_ratio=0.6)
+    assert losses(0.9) == alone[0.9]  # above the boundary: the high-noise expert, as before
+    paired_low = losses(0.3)
+    assert paired_low != alone[0.3]
+    pipe.register_modules(transformer=low_noise, transformer_2=None)
+    pipe.register_to_config(boundary_ratio=None)
+    assert losses(0.3) == paired_low  # below it: exactly the low-noise expert's losses
+
 class _CaptionOffsetPipeline:
     """A stand-in pipeline whose velocity is 0 for the caption "true" and ``offset`` on ``where`` (a boolean latent
     mask) for any other caption, so the loss gap has a closed form."""
@@ -118,8 +151,10 @@ class _CaptionOffsetPipeline:
         import torch
 
         self.where, self.offset = where, offset
-        self.transformer = self  # caption_losses reads pipeline.transformer(...) and its dtype
         self.dtype = torch.float32
+
+    def transformer_for(self, timestep):  # caption_losses runs the model that samples at the timestep, and its dtype
+        return self
 
     def encode_prompt(self, prompt, negative_prompt, do_classifier_free_guidance):
         from types import SimpleNamespace
