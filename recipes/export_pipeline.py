@@ -121,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64, help="default width of generated samples")
     parser.add_argument("--frames", type=int, default=17, help="default frame count (1 + 4k)")
     parser.add_argument("--shift", type=float, default=1.0, help="the scheduler's timestep shift")
-    parser.add_argument(
+    partner = parser.add_mutually_exclusive_group()  # the run is one expert of the pair, the partner the other
+    partner.add_argument(
         "--low-noise-transformer",
         type=Path,
         help="a transformer directory to sample below --boundary-ratio (this run then samples above it)",
     )
-    parser.add_argument(
+    partner.add_argument(
         "--high-noise-transformer",
         type=Path,
         help="a transformer directory to sample above --boundary-ratio (this run then samples below it)",
@@ -141,10 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         help="precision the transformer weights are stored in (they load as float32)",
     )
     args = parser.parse_args(argv)
-    partner = args.low_noise_transformer or args.high_noise_transformer
-    if args.low_noise_transformer is not None and args.high_noise_transformer is not None:
-        parser.error("give the run's partner expert once: --low-noise-transformer or --high-noise-transformer")
-    if (partner is None) != (args.boundary_ratio is None):
+    has_partner = args.low_noise_transformer is not None or args.high_noise_transformer is not None
+    if has_partner != (args.boundary_ratio is not None):
         parser.error("--low-noise-transformer (or --high-noise-transformer) and --boundary-ratio go together")
     path = export_pipeline(
         args.run_dir,
