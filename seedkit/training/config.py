@@ -23,7 +23,8 @@ ConfigT = TypeVar("ConfigT")
 
 @dataclass
 class OptimConfig:
-    """AdamW with a diffusers LR schedule (``linear``, ``cosine``, ``constant``, ``constant_with_warmup``, ...)."""
+    """AdamW with a diffusers LR schedule (``linear``, ``cosine``, ``constant``, ``constant_with_warmup``, ...) or
+    ``warmup_stable_decay``."""
 
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -31,6 +32,10 @@ class OptimConfig:
     weight_decay: float = 0.0
     lr_scheduler: str = "cosine"
     warmup_steps: int = 0
+    # warmup_stable_decay only: the LR falls from lr to 0 over the last decay_steps of max_steps (1 - sqrt shape).
+    # Unlike cosine or linear, the LR until then does not depend on max_steps, so a constant run can be resumed
+    # with this schedule and a larger max_steps to cool down without a jump.
+    decay_steps: int = 0
     max_grad_norm: float = 1.0  # <= 0 disables clipping (the norm is still computed and logged)
 
 

@@ -36,6 +36,7 @@ from diffusers.optimization import get_scheduler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+from transformers.optimization import get_wsd_schedule
 
 from .checkpoint import CheckpointPayload, load_latest_checkpoint, save_checkpoint
 from .config import EMAConfig, OptimConfig, TrainConfig
@@ -130,6 +131,33 @@ def restore_rng(generator: torch.Generator, tensors: dict[str, torch.Tensor], va
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
 
 
+def build_lr_scheduler(
+    optim: OptimConfig, optimizer: torch.optim.Optimizer, max_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The recipe's LR schedule over ``max_steps`` optimizer steps.
+
+    ``warmup_stable_decay`` is the warmup-stable-decay schedule with a 1 - sqrt cooldown (Hägele et al. 2024,
+    "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations"); every other name goes to
+    diffusers' ``get_scheduler``.
+    """
+    if optim.lr_scheduler != "warmup_stable_decay":
+        return get_scheduler(
+            optim.lr_scheduler, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=max_steps
+        )
+    if not 0 < optim.decay_steps <= max_steps - optim.warmup_steps:
+        raise ValueError(
+            f"optim.decay_steps={optim.decay_steps} must be in (0, max_steps - warmup_steps = "
+            f"{max_steps - optim.warmup_steps}] for lr_scheduler warmup_stable_decay"
+        )
+    return get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=optim.warmup_steps,
+        num_decay_steps=optim.decay_steps,
+        num_training_steps=max_steps,
+        decay_type="1-sqrt",
+    )
+
+
 class Trainer:
     """Runs an objective over a dataset; see the module docstring.
 
@@ -180,9 +208,7 @@ class Trainer:
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         # Not prepared: accelerate would step a prepared scheduler once per process, changing the schedule with
         # the world size.
-        self.scheduler = get_scheduler(
-            optim.lr_scheduler, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=config.max_steps
-        )
+        self.scheduler = build_lr_scheduler(optim, optimizer, config.max_steps)
         self.ema = (
             ExponentialMovingAverage(self.unwrapped_model, decay=ema.decay, warmup=ema.warmup) if ema.enabled else None
         )

@@ -57,7 +57,7 @@ class DenoiseObjective:
         return StepOutput(loss=loss, num_samples=x.shape[0])
 
 
-def make_trainer(tmp_path, objective=None, **train_overrides) -> Trainer:
+def make_trainer(tmp_path, objective=None, optim=None, **train_overrides) -> Trainer:
     settings = dict(max_steps=8, batch_size=3, seed=3, trackers=[], progress_bar=False, checkpoint_every=100)
     train = TrainConfig(output_dir=str(tmp_path), **{**settings, **train_overrides})
     torch.manual_seed(0)
@@ -67,7 +67,7 @@ def make_trainer(tmp_path, objective=None, **train_overrides) -> Trainer:
     accelerator = make_accelerator(train, cpu=True)
     return Trainer(
         train,
-        OptimConfig(lr=1e-2, warmup_steps=2, lr_scheduler="cosine", max_grad_norm=1.0),
+        optim or OptimConfig(lr=1e-2, warmup_steps=2, lr_scheduler="cosine", max_grad_norm=1.0),
         EMAConfig(decay=0.9),
         model,
         objective or DenoiseObjective(),
@@ -111,6 +111,40 @@ def test_resume_is_bit_identical(tmp_path, overrides):
     for name, tensor in second.ema.state_dict().items():
         assert torch.equal(tensor, reference_ema[name]), name
     assert second.scheduler.get_last_lr() == straight.scheduler.get_last_lr()
+
+
+def learning_rates(trainer: Trainer, steps: int) -> list[float]:
+    rates = []
+    for _ in range(steps):
+        rates.append(trainer.scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    return rates
+
+
+def test_warmup_stable_decay_holds_then_cools_down_to_zero(tmp_path):
+    optim = OptimConfig(lr=1e-2, warmup_steps=2, lr_scheduler="warmup_stable_decay", decay_steps=4)
+    rates = learning_rates(make_trainer(tmp_path, optim=optim, max_steps=10), 11)
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(5e-3)  # linear warmup
+    assert rates[2:6] == [pytest.approx(1e-2)] * 4  # stable until the last decay_steps
+    # 1 - sqrt(progress) over the last 4 steps, 0 at max_steps
+    assert rates[6:] == [pytest.approx(1e-2 * (1 - math.sqrt(k / 4))) for k in range(5)]
+
+
+def test_a_constant_run_resumed_with_warmup_stable_decay_cools_down_without_a_jump(tmp_path):
+    constant = OptimConfig(lr=1e-2, warmup_steps=2, lr_scheduler="constant_with_warmup")
+    first = make_trainer(tmp_path, optim=constant, max_steps=6, checkpoint_every=6)
+    first.train()
+    cooldown = OptimConfig(lr=1e-2, warmup_steps=2, lr_scheduler="warmup_stable_decay", decay_steps=4)
+    second = make_trainer(tmp_path, optim=cooldown, max_steps=10, checkpoint_every=100)
+    assert second.resume() is not None and second.state.step == 6
+    assert learning_rates(second, 5) == [pytest.approx(1e-2 * (1 - math.sqrt(k / 4))) for k in range(5)]
+
+
+def test_warmup_stable_decay_needs_decay_steps_that_fit(tmp_path):
+    optim = OptimConfig(lr=1e-2, warmup_steps=2, lr_scheduler="warmup_stable_decay", decay_steps=0)
+    with pytest.raises(ValueError, match="decay_steps"):
+        make_trainer(tmp_path, optim=optim, max_steps=10)
 
 
 def test_nonfinite_loss_skips_the_step(tmp_path):
