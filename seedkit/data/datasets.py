@@ -38,12 +38,18 @@ class LatentDataset(Dataset):
     """
 
     def __init__(
-        self, cache_dir: str | os.PathLike, seed: int = 0, keep: Callable[[ClipRecord], bool] | None = None
+        self,
+        cache_dir: str | os.PathLike,
+        seed: int = 0,
+        keep: Callable[[ClipRecord], bool] | None = None,
+        with_captions: bool = False,
     ) -> None:
         """``keep``: which cache items to use, judged by their manifest record (a curriculum stage trains on a
-        subset); ``None`` uses them all. ``indices`` lists the kept items' cache indices."""
+        subset); ``None`` uses them all. ``indices`` lists the kept items' cache indices. ``with_captions``: items
+        also carry ``"caption"``, the text the cached ``text`` encodes (for objectives that edit captions)."""
         self.cache = LatentCache(cache_dir)
         self.seed = seed
+        self.with_captions = with_captions
         self.indices = [index for index, record in enumerate(self.cache.manifest) if keep is None or keep(record)]
         if not self.indices:
             raise ValueError(f"no item of the latent cache at {cache_dir} was kept")
@@ -51,13 +57,17 @@ class LatentDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        if not isinstance(key, tuple):
-            return self.cache.load(self.indices[int(key)])
-        index, epoch = self.indices[int(key[0])], int(key[1])
-        count = self.cache.num_captions(index)
-        caption = int(np.random.default_rng([self.seed, epoch, index]).integers(count)) if count > 1 else 0
-        return self.cache.load(index, caption)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            index, epoch = self.indices[int(key[0])], int(key[1])
+            count = self.cache.num_captions(index)
+            caption = int(np.random.default_rng([self.seed, epoch, index]).integers(count)) if count > 1 else 0
+        else:
+            index, caption = self.indices[int(key)], 0
+        item: dict[str, Any] = self.cache.load(index, caption)
+        if self.with_captions:
+            item["caption"] = self.cache.caption_text(index, caption)
+        return item
 
     def bucket_keys(self) -> list[tuple[int, int, int]]:
         """Latent ``(frames, height, width)`` of every item, for :class:`~seedkit.data.buckets.BucketBatchSampler`."""
@@ -75,8 +85,8 @@ class LatentDataset(Dataset):
 def collate_latents(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack same-shape latents; pad the prompts to the longest one.
 
-    Returns ``latents [B, C, F, H, W]``, ``text [B, L, D]``, ``text_mask [B, L]`` (1 keep) and ``pooled [B, Dp]``
-    when the cache has pooled vectors.
+    Returns ``latents [B, C, F, H, W]``, ``text [B, L, D]``, ``text_mask [B, L]`` (1 keep), ``pooled [B, Dp]``
+    when the cache has pooled vectors and ``caption`` (a list of strings) when the items carry captions.
     """
     shapes = {tuple(item["latents"].shape) for item in items}
     if len(shapes) != 1:
@@ -85,6 +95,8 @@ def collate_latents(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     batch["text"], batch["text_mask"] = pad_text([item["text"] for item in items])
     if "pooled" in items[0]:
         batch["pooled"] = torch.stack([item["pooled"] for item in items])
+    if "caption" in items[0]:
+        batch["caption"] = [item["caption"] for item in items]
     return batch
 
 

@@ -273,6 +273,13 @@ class LatentCache:
     def num_captions(self, index: int) -> int:
         return int(self.manifest[index].metadata.get("num_captions", 1))
 
+    def caption_text(self, index: int, caption: int = 0) -> str:
+        """The text of cached caption ``caption`` of sample ``index`` (0: ``record.caption``)."""
+        record = self.manifest[index]
+        if not 0 <= caption < self.num_captions(index):
+            raise IndexError(f"sample {record.id} has {self.num_captions(index)} cached captions, asked for {caption}")
+        return (record.caption or "") if caption == 0 else record.metadata["extra_captions"][caption - 1]
+
     def load(self, index: int, caption: int = 0) -> dict[str, torch.Tensor]:
         """``latents`` normalised as ``(z - shift) * scale``, ``text`` ``[L, D]``, and ``pooled`` when cached.
 

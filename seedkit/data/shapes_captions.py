@@ -13,6 +13,7 @@ several wordings, while ShapesBench's train-wording prompts keep using ``"train"
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -250,3 +251,20 @@ def apply_captions(scene: "Scene", rng: np.random.Generator, split: str = "train
     for shot, text in zip(scene.shots, shot_captions):
         shot.caption = text
     return scene
+
+
+def shape_word_edits(caption: str) -> list[str]:
+    """Every caption made from ``caption`` by replacing one shape word with another shape.
+
+    Captions always name shapes by their canonical words (see the module docstring), so for a ShapesWorld caption
+    each edit differs from it in one object's shape only: "a red circle moving left" gives "a red square moving
+    left" and "a red triangle moving left". Empty for captions that name no shape (real footage, the empty prompt).
+    """
+    from seedkit.data.shapes import SHAPES
+
+    edits = []
+    for match in re.finditer(r"\b(" + "|".join(SHAPES) + r")\b", caption):
+        for shape in SHAPES:
+            if shape != match.group(1):
+                edits.append(caption[: match.start()] + shape + caption[match.end() :])
+    return edits

@@ -139,6 +139,13 @@ class TaskConfig:
     # (seedkit.flow.temporal_difference_loss), which weighs errors that differ between frames (wrong motion,
     # jumps) more than ones every frame shares.
     temporal_difference_weight: float = 0.0
+    # > 0: add this times a hinge asking that each sample's loss under its caption with one shape word changed
+    # ("circle" -> "square", seedkit.data.shapes_captions.shape_word_edits) exceed its loss under the true caption
+    # by shape_contrast_margin (both foreground-weighted, the units of the caption-sensitivity probe's gap). The
+    # plain loss barely notices a shape word (an object covers a few latent positions and shapes differ at their
+    # edges); this asks the prediction to depend on it. One more transformer pass per step; bucket batching only.
+    shape_contrast_weight: float = 0.0
+    shape_contrast_margin: float = 0.05
 
 
 @dataclass

@@ -10,7 +10,8 @@ One batch of cached latents becomes a mix of tasks:
 
 The loss is :func:`seedkit.flow.flow_matching_loss` on the velocity ``noise - x_0`` at a noise level drawn by a
 :mod:`seedkit.flow` timestep sampler, optionally weighted towards foreground positions (``foreground_weight``) and
-plus ``temporal_difference_weight`` times :func:`seedkit.flow.temporal_difference_loss`.
+plus ``temporal_difference_weight`` times :func:`seedkit.flow.temporal_difference_loss`, plus ``shape_contrast_weight``
+times a hinge on the loss under shape-edited captions (:class:`ShapeWordContrast`).
 All randomness comes from the trainer's generator.
 """
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from seedkit.data.packing import num_tokens
+from seedkit.data.shapes_captions import shape_word_edits
 from seedkit.flow import (
     flow_matching_loss,
     get_timestep_sampler,
@@ -97,6 +99,32 @@ def foreground_loss_weight(latents: torch.Tensor, strength: float) -> torch.Tens
     return 1.0 + strength * foreground_score(latents)
 
 
+class ShapeWordContrast:
+    """Negative prompts for the shape-contrast term: a caption with one of its shape words replaced by another shape
+    (:func:`~seedkit.data.shapes_captions.shape_word_edits`), drawn with the trainer's generator and encoded by the
+    run's text encoder (a :class:`~seedkit.models.text_encoders.PromptEncoder`, the one the latent cache used).
+    """
+
+    def __init__(self, text_encoder: Any) -> None:
+        self.text_encoder = text_encoder
+
+    def edit(self, captions: list[str], generator: torch.Generator) -> dict[int, str]:
+        """``{row: edited caption}`` for the captions that name a shape."""
+        # One draw per caption, edit or not, so the generator's stream does not depend on what the captions say.
+        draws = torch.randint(1 << 30, (len(captions),), generator=generator, device=generator.device).tolist()
+        edited = {}
+        for row, (caption, draw) in enumerate(zip(captions, draws)):
+            edits = shape_word_edits(caption)
+            if edits:
+                edited[row] = edits[draw % len(edits)]
+        return edited
+
+    @torch.no_grad()
+    def encode(self, captions: list[str], device: torch.device) -> Any:
+        """:class:`~seedkit.models.text_encoders.TextEmbeddings` of ``captions`` on ``device``."""
+        return self.text_encoder.encode(captions, device=device)
+
+
 class FlowMatchingObjective:
     """``objective(model, batch, generator) -> StepOutput`` for a wrapped transformer.
 
@@ -104,6 +132,8 @@ class FlowMatchingObjective:
         task: the recipe's ``task`` section.
         empty_prompt: ``{"text": [L0, D], "pooled": [Dp]?}`` (from the latent cache).
         condition_channels: the transformer's ``condition_channels`` (0: no image-to-video).
+        shape_contrast: the edited prompts of ``task.shape_contrast_weight`` (required when it is > 0; batches then
+            carry ``caption``, see :class:`~seedkit.data.datasets.LatentDataset`'s ``with_captions``).
     """
 
     def __init__(
@@ -112,7 +142,11 @@ class FlowMatchingObjective:
         empty_prompt: dict[str, torch.Tensor],
         condition_channels: int,
         patch_size: tuple[int, int, int] = (1, 2, 2),
+        shape_contrast: ShapeWordContrast | None = None,
     ) -> None:
+        if task.shape_contrast_weight > 0 and shape_contrast is None:
+            raise ValueError("task.shape_contrast_weight > 0 needs a ShapeWordContrast (the run's text encoder)")
+        self.shape_contrast = shape_contrast if task.shape_contrast_weight > 0 else None
         self.task = task
         self.patch_size = tuple(patch_size)
         self.empty_prompt = empty_prompt
@@ -182,15 +216,55 @@ class FlowMatchingObjective:
             condition=condition,
         )
         loss = self._loss(prediction, path.target, latents)
+        logs = {"i2v_fraction": use_i2v.float().mean().item(), "text_dropout": drop_text.float().mean().item()}
+        if self.shape_contrast is not None:
+            hinge, gap = self._shape_contrast(
+                model, batch["caption"], ~drop_text, path, prediction, latents, condition, generator
+            )
+            loss = loss + self.task.shape_contrast_weight * hinge
+            logs.update(shape_hinge=hinge.item(), shape_gap=gap)
         tokens = latents[0, 0].numel() * batch_size
-        return StepOutput(
-            loss=loss,
-            logs={"i2v_fraction": use_i2v.float().mean().item(), "text_dropout": drop_text.float().mean().item()},
-            num_samples=batch_size,
-            num_tokens=tokens,
+        return StepOutput(loss=loss, logs=logs, num_samples=batch_size, num_tokens=tokens)
+
+    def _shape_contrast(
+        self,
+        model: nn.Module,
+        captions: list[str],
+        keep: torch.Tensor,
+        path: Any,
+        prediction: torch.Tensor,
+        latents: torch.Tensor,
+        condition: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, float]:
+        """``(mean hinge, mean gap)`` over the samples ``keep`` marks whose caption names a shape: the gap is the
+        foreground-weighted loss under a shape-edited caption minus that under the true one, at the same noisy
+        input; the hinge is ``max(0, margin - gap)``. Zero when no sample qualifies."""
+        edited = self.shape_contrast.edit(captions, generator)
+        rows = [row for row in sorted(edited) if keep[row]]
+        if not rows:
+            return prediction.new_zeros(()), 0.0
+        index = torch.tensor(rows, device=latents.device)
+        negative = self.shape_contrast.encode([edited[row] for row in rows], latents.device)
+        edited_prediction = model(
+            hidden_states=path.x_t[index],
+            timestep=path.timestep[index],
+            encoder_hidden_states=negative.hidden_states.to(path.x_t.dtype),
+            encoder_attention_mask=negative.attention_mask,
+            pooled_projections=None if negative.pooled is None else negative.pooled.to(path.x_t.dtype),
+            condition=None if condition is None else condition[index],
         )
+        weight = foreground_score(latents[index])
+        target = path.target[index]
+        true_loss = flow_matching_loss(prediction[index], target, mask=weight).per_sample
+        edited_loss = flow_matching_loss(edited_prediction, target, mask=weight).per_sample
+        gap = edited_loss - true_loss
+        hinge = torch.relu(self.task.shape_contrast_margin - gap)
+        return hinge.mean(), gap.mean().item()
 
     def _packed(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
+        if self.shape_contrast is not None:
+            raise ValueError("task.shape_contrast_weight > 0 needs data.batching: bucket, not packed batches")
         latents: list[torch.Tensor] = batch["latents"]
         count, device = len(latents), latents[0].device
         sigma, drop_text, use_i2v = self._draws([sample.shape for sample in latents], generator, device)

@@ -25,7 +25,7 @@ from seedkit.models import flavors
 
 from .checkpoint import read_checkpoint
 from .config import RecipeConfig, from_flat_dict, to_flat_dict
-from .objectives import FlowMatchingObjective, TransformerTrainingWrapper, load_wrapped_state
+from .objectives import FlowMatchingObjective, ShapeWordContrast, TransformerTrainingWrapper, load_wrapped_state
 from .trainer import Trainer, make_accelerator, seed_everything
 from .validation import ValidationSampler
 
@@ -185,7 +185,23 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     accelerator = accelerator or make_accelerator(config.train)
     seed_everything(config.train.seed)
     cache_dir = prepare_latent_cache(config, accelerator)
-    dataset = LatentDataset(cache_dir, seed=config.train.seed, keep=motion_filter(config.data.motions))
+    shape_contrast = None
+    if config.task.shape_contrast_weight > 0:
+        if config.data.batching != "bucket":
+            raise ValueError(
+                f"task.shape_contrast_weight > 0 needs data.batching: bucket; this recipe has {config.data.batching!r}"
+            )
+        from seedkit.models.text_encoders import load_text_encoder
+
+        text_encoder = load_text_encoder(text_encoder_name(config))
+        text_encoder.text_encoder.to(accelerator.device)
+        shape_contrast = ShapeWordContrast(text_encoder)
+    dataset = LatentDataset(
+        cache_dir,
+        seed=config.train.seed,
+        keep=motion_filter(config.data.motions),
+        with_captions=shape_contrast is not None,
+    )
     transformer = build_transformer(config)
     sampler, collate = make_batch_sampler(
         config, dataset, transformer.config.patch_size, accelerator.num_processes, accelerator.process_index
@@ -193,7 +209,11 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     # (index, epoch) keys: samples with several cached captions show a different one each epoch.
     sampler = EpochKeyedBatchSampler(sampler)
     objective = FlowMatchingObjective(
-        config.task, dataset.empty_prompt(), transformer.config.condition_channels, transformer.config.patch_size
+        config.task,
+        dataset.empty_prompt(),
+        transformer.config.condition_channels,
+        transformer.config.patch_size,
+        shape_contrast=shape_contrast,
     )
     validation = None
     if config.validation.every > 0:

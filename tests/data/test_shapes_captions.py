@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from seedkit.data.shapes import sample_scene, scene_from_prompt_spec
+from seedkit.data.shapes import SHAPES, Scene, sample_scene, scene_from_prompt_spec
 from seedkit.data.shapes_captions import (
     BACKGROUND_WORDS,
     COLOR_WORDS,
@@ -13,6 +13,7 @@ from seedkit.data.shapes_captions import (
     SIZE_WORDS,
     caption_for,
     caption_scene,
+    shape_word_edits,
 )
 
 
@@ -43,6 +44,33 @@ def test_captions_name_every_object_colour_shape_size_motion_and_background(spli
         for color, words in COLOR_WORDS.items():
             if color not in present:
                 assert not _mentions(text, words), (color, text)
+
+
+@pytest.mark.parametrize("split", ["train", "augment"])
+def test_shape_word_edits_are_the_captions_of_the_scene_with_another_shape(split):
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        scene = sample_scene(rng, 48, 64, 1 if seed % 5 == 0 else 17, max_objects=1)
+        caption_seed = int(rng.integers(2**31))
+        caption = caption_for(scene, np.random.default_rng(caption_seed), split)
+        expected = []
+        for shape in SHAPES:
+            data = scene.to_dict()
+            if shape != data["shots"][0]["objects"][0]["shape"]:
+                data["shots"][0]["objects"][0]["shape"] = shape
+                expected.append(caption_for(Scene.from_dict(data), np.random.default_rng(caption_seed), split))
+        assert sorted(shape_word_edits(caption)) == sorted(expected), caption
+
+
+def test_shape_word_edits_change_one_object_at_a_time_and_leave_other_words_alone():
+    caption = "A small red circle moving left and a big blue square rising, circles aside."
+    assert shape_word_edits(caption) == [
+        "A small red square moving left and a big blue square rising, circles aside.",
+        "A small red triangle moving left and a big blue square rising, circles aside.",
+        "A small red circle moving left and a big blue circle rising, circles aside.",
+        "A small red circle moving left and a big blue triangle rising, circles aside.",
+    ]
+    assert shape_word_edits("a person walking a dog") == [] and shape_word_edits("") == []
 
 
 def test_motion_phrases_do_not_collide():

@@ -14,6 +14,7 @@ from seedkit.training.checkpoint import checkpoint_dir
 from seedkit.training.config import RecipeConfig, TaskConfig, load_config
 from seedkit.training.objectives import (
     FlowMatchingObjective,
+    ShapeWordContrast,
     TransformerTrainingWrapper,
     first_frame_condition,
     foreground_loss_weight,
@@ -178,6 +179,79 @@ def test_weighted_objectives_packed_match_padded_and_change_the_loss(loss_terms)
         loss_plain = plain(model, padded, torch.Generator().manual_seed(1)).loss
     torch.testing.assert_close(loss_packed, loss_padded, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(loss_padded, loss_plain)
+
+
+class WordEncoder:
+    """A text encoder stand-in: one fixed random vector per word, and the words it was asked for."""
+
+    def __init__(self, dim: int = 32) -> None:
+        self.dim, self.seen = dim, []
+
+    def encode(self, captions, device=None):
+        from seedkit.models.text_encoders import TextEmbeddings
+
+        self.seen.extend(captions)
+        rows = [[torch.Generator().manual_seed(sum(map(ord, w))) for w in c.split()] for c in captions]
+        length = max(len(row) for row in rows)
+        states = torch.zeros(len(rows), length, self.dim)
+        mask = torch.zeros(len(rows), length, dtype=torch.long)
+        for index, row in enumerate(rows):
+            for position, generator in enumerate(row):
+                states[index, position] = torch.randn(self.dim, generator=generator)
+            mask[index, : len(row)] = 1
+        return TextEmbeddings(states, mask, None)
+
+
+class CaptionBlindModel(torch.nn.Module):
+    """Predicts from the noisy input alone, so every caption gives the same loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, hidden_states, **kwargs):
+        return self.scale * hidden_states
+
+
+def contrast_batch(captions):
+    latents = torch.zeros(len(captions), 8, 3, 2, 4)
+    latents[:, :, :, 1, 1] = 2.0  # an object on a flat background, so the foreground weights are not all zero
+    text = WordEncoder().encode(captions)
+    return {"latents": latents, "text": text.hidden_states, "text_mask": text.attention_mask, "caption": captions}
+
+
+def test_shape_contrast_adds_the_margin_for_a_model_blind_to_captions():
+    captions = ["a red circle moving left", "a blue square", "a person walking"]
+    task = TaskConfig(text_dropout=0.0, shape_contrast_weight=2.0, shape_contrast_margin=0.1)
+    encoder = WordEncoder()
+    objective = FlowMatchingObjective(task, {"text": torch.zeros(1, 32)}, 0, shape_contrast=ShapeWordContrast(encoder))
+    plain = FlowMatchingObjective(TaskConfig(text_dropout=0.0), {"text": torch.zeros(1, 32)}, 0)
+    model = CaptionBlindModel()
+    output = objective(model, contrast_batch(captions), torch.Generator().manual_seed(0))
+    reference = plain(model, contrast_batch(captions), torch.Generator().manual_seed(0))
+    # the gap is 0 for a blind model, so the hinge is the whole margin; the caption without a shape has no edit
+    assert output.logs["shape_gap"] == 0.0 and output.logs["shape_hinge"] == pytest.approx(0.1)
+    torch.testing.assert_close(output.loss, reference.loss + 2.0 * 0.1)
+    assert len(encoder.seen) == 2 and encoder.seen[0].startswith("a red ") and "circle" not in encoder.seen[0]
+    output.loss.backward()  # the hinge is differentiable through both passes
+    assert model.scale.grad is not None
+
+
+def test_shape_contrast_measures_the_gap_of_a_model_that_reads_captions():
+    torch.manual_seed(0)
+    model = TransformerTrainingWrapper(build_transformer(load_config(None, ["model.flavor=debug"]))).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    task = TaskConfig(text_dropout=0.0, shape_contrast_weight=1.0, shape_contrast_margin=10.0)
+    contrast = ShapeWordContrast(WordEncoder())
+    objective = FlowMatchingObjective(task, {"text": torch.zeros(1, 32)}, 9, shape_contrast=contrast)
+    output = objective(model, contrast_batch(["a red circle moving left", "a small blue square"]), torch.Generator())
+    # a model that reads the caption gives edited captions another loss: the gap is not 0, the hinge margin - gap
+    assert output.logs["shape_gap"] != 0.0
+    assert output.logs["shape_hinge"] == pytest.approx(10.0 - output.logs["shape_gap"], rel=1e-5)
+    with pytest.raises(ValueError, match="bucket"):  # packed batches have no contrast pass
+        objective(model, {"latents": [torch.zeros(8, 3, 2, 4)], "text": [torch.zeros(2, 32)]}, torch.Generator())
 
 
 def test_resolution_shift_draws_noisier_levels_for_longer_sequences():
@@ -375,6 +449,28 @@ def test_recipe_motions_trains_on_the_matching_cache_items_only(tmp_path, data_d
     assert len(trainer.losses) == 4 and all(math.isfinite(loss) for loss in trainer.losses)
     with pytest.raises(ValueError, match="unknown motions"):
         build_transformer_trainer(recipe(tmp_path / "bad", data_dirs, "data.motions=[sideways]"))
+
+
+def test_shape_contrast_training_runs_and_resumes_exactly(tmp_path, data_dirs):
+    overrides = (
+        "task.shape_contrast_weight=1.0",
+        "data.captions_per_clip=2",
+        f"data.data_dir={tmp_path / 'shapes'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
+    straight = build_transformer_trainer(recipe(tmp_path / "a", data_dirs, *overrides))
+    assert straight.dataset.with_captions
+    straight.train()
+    first = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
+    first.train(stop_at_step=2)
+    second = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
+    second.train()
+    assert first.losses + second.losses == straight.losses and all(math.isfinite(x) for x in straight.losses)
+    plain = build_transformer_trainer(recipe(tmp_path / "c", data_dirs, *overrides[1:]))
+    plain.train()
+    assert plain.losses != straight.losses
+    with pytest.raises(ValueError, match="bucket"):
+        build_transformer_trainer(recipe(tmp_path / "d", data_dirs, *overrides, "data.batching=pack"))
 
 
 def test_validation_samples_a_noise_interval_expert_with_its_partner(tmp_path, data_dirs):
