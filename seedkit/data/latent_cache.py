@@ -273,11 +273,16 @@ class LatentCache:
     def num_captions(self, index: int) -> int:
         return int(self.manifest[index].metadata.get("num_captions", 1))
 
-    def caption_text(self, index: int, caption: int = 0) -> str:
-        """The text of cached caption ``caption`` of sample ``index`` (0: ``record.caption``)."""
+    def _caption_record(self, index: int, caption: int) -> ClipRecord:
+        """Sample ``index``'s record, after checking that it has a cached caption number ``caption``."""
         record = self.manifest[index]
         if not 0 <= caption < self.num_captions(index):
             raise IndexError(f"sample {record.id} has {self.num_captions(index)} cached captions, asked for {caption}")
+        return record
+
+    def caption_text(self, index: int, caption: int = 0) -> str:
+        """The text of cached caption ``caption`` of sample ``index`` (0: ``record.caption``)."""
+        record = self._caption_record(index, caption)
         return (record.caption or "") if caption == 0 else record.metadata["extra_captions"][caption - 1]
 
     def load(self, index: int, caption: int = 0) -> dict[str, torch.Tensor]:
@@ -285,9 +290,7 @@ class LatentCache:
 
         ``caption`` picks which of the sample's cached captions ``text`` / ``pooled`` encode (0: ``record.caption``).
         """
-        record = self.manifest[index]
-        if not 0 <= caption < self.num_captions(index):
-            raise IndexError(f"sample {record.id} has {self.num_captions(index)} cached captions, asked for {caption}")
+        record = self._caption_record(index, caption)
         suffix = f".{caption}" if caption else ""
         path = self.manifest.resolve(record)
         with safe_open(str(path), framework="pt") as handle:

@@ -241,7 +241,8 @@ class FlowMatchingObjective:
         foreground-weighted loss under a shape-edited caption minus that under the true one, at the same noisy
         input; the hinge is ``max(0, margin - gap)``. Zero when no sample qualifies."""
         edited = self.shape_contrast.edit(captions, generator)
-        rows = [row for row in sorted(edited) if keep[row]]
+        kept = keep.tolist()
+        rows = [row for row in edited if kept[row]]
         if not rows:
             return prediction.new_zeros(()), 0.0
         index = torch.tensor(rows, device=latents.device)
