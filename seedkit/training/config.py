@@ -146,6 +146,12 @@ class TaskConfig:
     # edges); this asks the prediction to depend on it. One more transformer pass per step; bucket batching only.
     shape_contrast_weight: float = 0.0
     shape_contrast_margin: float = 0.05
+    # > 0: add this times a pixel-space loss between the VAE decodings of the predicted clean latent
+    # (x_t - sigma * v) and the true one, first latent frame only, foreground-weighted by
+    # decoder_loss_foreground_weight (seedkit.training.objectives.DecodedFrameLoss). It weighs latent errors by what
+    # they change on screen (a square's corners), which the latent MSE does not. Bucket batching only.
+    decoder_loss_weight: float = 0.0
+    decoder_loss_foreground_weight: float = 4.0
 
 
 @dataclass

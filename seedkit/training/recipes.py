@@ -25,7 +25,13 @@ from seedkit.models import flavors
 
 from .checkpoint import read_checkpoint
 from .config import RecipeConfig, from_flat_dict, to_flat_dict
-from .objectives import FlowMatchingObjective, ShapeWordContrast, TransformerTrainingWrapper, load_wrapped_state
+from .objectives import (
+    DecodedFrameLoss,
+    FlowMatchingObjective,
+    ShapeWordContrast,
+    TransformerTrainingWrapper,
+    load_wrapped_state,
+)
 from .trainer import Trainer, make_accelerator, seed_everything
 from .validation import ValidationSampler
 
@@ -185,12 +191,14 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     accelerator = accelerator or make_accelerator(config.train)
     seed_everything(config.train.seed)
     cache_dir = prepare_latent_cache(config, accelerator)
-    shape_contrast = None
+    for term in ("shape_contrast_weight", "decoder_loss_weight"):
+        if getattr(config.task, term) > 0 and config.data.batching != "bucket":
+            raise ValueError(f"task.{term} > 0 needs data.batching: bucket; this recipe has {config.data.batching!r}")
+    shape_contrast = decoder_loss = None
+    if config.task.decoder_loss_weight > 0:
+        vae = build_vae(config).to(accelerator.device)
+        decoder_loss = DecodedFrameLoss(vae, config.task.decoder_loss_foreground_weight)
     if config.task.shape_contrast_weight > 0:
-        if config.data.batching != "bucket":
-            raise ValueError(
-                f"task.shape_contrast_weight > 0 needs data.batching: bucket; this recipe has {config.data.batching!r}"
-            )
         from seedkit.models.text_encoders import load_text_encoder
 
         text_encoder = load_text_encoder(text_encoder_name(config))
@@ -214,6 +222,7 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
         transformer.config.condition_channels,
         transformer.config.patch_size,
         shape_contrast=shape_contrast,
+        decoder_loss=decoder_loss,
     )
     validation = None
     if config.validation.every > 0:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from seedkit.training.checkpoint import checkpoint_dir
 from seedkit.training.config import RecipeConfig, TaskConfig, load_config
 from seedkit.training.objectives import (
+    DecodedFrameLoss,
     FlowMatchingObjective,
     ShapeWordContrast,
     TransformerTrainingWrapper,
@@ -254,6 +255,50 @@ def test_shape_contrast_measures_the_gap_of_a_model_that_reads_captions():
         objective(model, {"latents": [torch.zeros(8, 3, 2, 4)], "text": [torch.zeros(2, 32)]}, torch.Generator())
 
 
+def debug_vae():
+    torch.manual_seed(0)
+    return build_vae(load_config(None, ["model.flavor=debug"]))
+
+
+def test_decoded_frame_loss_compares_first_frames_in_pixels():
+    decoder_loss = DecodedFrameLoss(debug_vae())
+    clean = torch.randn(2, decoder_loss.vae.config.latent_channels, 3, 4, 4)
+    assert decoder_loss(clean, clean).item() == 0.0
+    later = clean.clone()
+    later[:, :, 1:] += 1.0  # only the first latent frame is decoded
+    assert decoder_loss(later, clean).item() == 0.0
+    predicted = clean.clone().requires_grad_(True)
+    moved = predicted + torch.nn.functional.pad(torch.ones(2, clean.shape[1], 1, 4, 4), (0, 0, 0, 0, 0, 2))
+    loss = decoder_loss(moved, clean)
+    loss.backward()
+    assert loss.item() > 0 and predicted.grad[:, :, 0].abs().sum() > 0 and predicted.grad[:, :, 1:].abs().sum() == 0
+    assert not any(parameter.requires_grad for parameter in decoder_loss.vae.parameters())
+
+
+def test_decoder_loss_adds_its_weighted_term_on_text_to_video_rows():
+    vae = debug_vae()
+    channels = vae.config.latent_channels
+    batch = {"latents": torch.randn(4, channels, 3, 4, 4), "text": torch.randn(4, 2, 32), "text_mask": torch.ones(4, 2)}
+    model = CaptionBlindModel()
+    empty = {"text": torch.zeros(1, 32)}
+    plain = FlowMatchingObjective(TaskConfig(text_dropout=0.0, i2v_probability=0.5), empty, 0)
+    task = TaskConfig(text_dropout=0.0, i2v_probability=0.5, decoder_loss_weight=3.0)
+    objective = FlowMatchingObjective(task, empty, 0, decoder_loss=DecodedFrameLoss(vae))
+    output = objective(model, batch, torch.Generator().manual_seed(1))
+    reference = plain(model, batch, torch.Generator().manual_seed(1))
+    # the same draws (the term takes none), so the difference is the term on the rows that are not image-to-video
+    sigma, _, use_i2v = plain._draws([batch["latents"].shape[1:]] * 4, torch.Generator().manual_seed(1), "cpu")
+    rows = (~use_i2v).nonzero().flatten()
+    assert 0 < len(rows) < 4
+    torch.testing.assert_close(output.loss, reference.loss + 3.0 * output.logs["decoder_loss"] * len(rows) / 4)
+    output.loss.backward()
+    assert model.scale.grad is not None
+    with pytest.raises(ValueError, match="DecodedFrameLoss"):
+        FlowMatchingObjective(task, empty, 0)
+    with pytest.raises(ValueError, match="bucket"):
+        objective(model, {"latents": [torch.zeros(channels, 3, 4, 4)], "text": [torch.zeros(2, 32)]}, torch.Generator())
+
+
 def test_resolution_shift_draws_noisier_levels_for_longer_sequences():
     objective = FlowMatchingObjective(TaskConfig(resolution_shift=True), {"text": torch.zeros(1, 4)}, 0)
     small, large = torch.Size([8, 1, 2, 2]), torch.Size([8, 9, 64, 64])
@@ -467,6 +512,22 @@ def test_shape_contrast_training_runs_and_resumes_exactly(tmp_path, data_dirs):
     second.train()
     assert first.losses + second.losses == straight.losses and all(math.isfinite(x) for x in straight.losses)
     plain = build_transformer_trainer(recipe(tmp_path / "c", data_dirs, *overrides[1:]))
+    plain.train()
+    assert plain.losses != straight.losses
+    with pytest.raises(ValueError, match="bucket"):
+        build_transformer_trainer(recipe(tmp_path / "d", data_dirs, *overrides, "data.batching=pack"))
+
+
+def test_decoder_loss_training_runs_and_resumes_exactly(tmp_path, data_dirs):
+    overrides = ("task.decoder_loss_weight=2.0",)
+    straight = build_transformer_trainer(recipe(tmp_path / "a", data_dirs, *overrides))
+    straight.train()
+    first = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
+    first.train(stop_at_step=2)
+    second = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
+    second.train()
+    assert first.losses + second.losses == straight.losses and all(math.isfinite(x) for x in straight.losses)
+    plain = build_transformer_trainer(recipe(tmp_path / "c", data_dirs))
     plain.train()
     assert plain.losses != straight.losses
     with pytest.raises(ValueError, match="bucket"):
