@@ -92,15 +92,20 @@ def test_bucketed_training_exports_ema_transformer(tmp_path, data_dirs):
     assert (from_checkpoint / "text_encoder_name.txt").read_text() == (final / "text_encoder_name.txt").read_text()
 
 
-def test_packed_training_runs_and_resumes_exactly(tmp_path, data_dirs):
-    overrides = ("data.batching=pack", "data.token_budget=12")
+def train_straight_and_resumed(tmp_path, data_dirs, *overrides: str):
+    """``(straight, resumed)`` trainers of 4 steps in one go and 2 + resume + 2, whose losses must be equal."""
     straight = build_transformer_trainer(recipe(tmp_path / "a", data_dirs, *overrides))
     straight.train()
     first = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
     first.train(stop_at_step=2)
     second = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
     second.train()
-    assert first.losses + second.losses == straight.losses
+    assert first.losses + second.losses == straight.losses and all(math.isfinite(x) for x in straight.losses)
+    return straight, second
+
+
+def test_packed_training_runs_and_resumes_exactly(tmp_path, data_dirs):
+    straight, second = train_straight_and_resumed(tmp_path, data_dirs, "data.batching=pack", "data.token_budget=12")
     for (name, a), b in zip(straight.unwrapped_model.named_parameters(), second.unwrapped_model.parameters()):
         assert torch.equal(a, b), name
 
@@ -496,42 +501,24 @@ def test_recipe_motions_trains_on_the_matching_cache_items_only(tmp_path, data_d
         build_transformer_trainer(recipe(tmp_path / "bad", data_dirs, "data.motions=[sideways]"))
 
 
-def test_shape_contrast_training_runs_and_resumes_exactly(tmp_path, data_dirs):
-    overrides = (
-        "task.shape_contrast_weight=1.0",
-        "data.captions_per_clip=2",
-        f"data.data_dir={tmp_path / 'shapes'}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-    )
-    straight = build_transformer_trainer(recipe(tmp_path / "a", data_dirs, *overrides))
-    assert straight.dataset.with_captions
-    straight.train()
-    first = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
-    first.train(stop_at_step=2)
-    second = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
-    second.train()
-    assert first.losses + second.losses == straight.losses and all(math.isfinite(x) for x in straight.losses)
-    plain = build_transformer_trainer(recipe(tmp_path / "c", data_dirs, *overrides[1:]))
+@pytest.mark.parametrize(
+    "term, setup",
+    [
+        # the contrast pass needs the captions' text; give it two per clip so the edits vary between epochs
+        ("task.shape_contrast_weight=1.0", ("data.captions_per_clip=2", "data.data_dir={tmp}/shapes",
+                                             "data.cache_dir={tmp}/cache")),
+        ("task.decoder_loss_weight=2.0", ()),
+    ],
+)
+def test_extra_loss_terms_train_and_resume_exactly(tmp_path, data_dirs, term, setup):
+    setup = tuple(override.format(tmp=tmp_path) for override in setup)
+    straight, _ = train_straight_and_resumed(tmp_path, data_dirs, term, *setup)
+    assert straight.dataset.with_captions == term.startswith("task.shape_contrast")
+    plain = build_transformer_trainer(recipe(tmp_path / "c", data_dirs, *setup))
     plain.train()
     assert plain.losses != straight.losses
     with pytest.raises(ValueError, match="bucket"):
-        build_transformer_trainer(recipe(tmp_path / "d", data_dirs, *overrides, "data.batching=pack"))
-
-
-def test_decoder_loss_training_runs_and_resumes_exactly(tmp_path, data_dirs):
-    overrides = ("task.decoder_loss_weight=2.0",)
-    straight = build_transformer_trainer(recipe(tmp_path / "a", data_dirs, *overrides))
-    straight.train()
-    first = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
-    first.train(stop_at_step=2)
-    second = build_transformer_trainer(recipe(tmp_path / "b", data_dirs, *overrides))
-    second.train()
-    assert first.losses + second.losses == straight.losses and all(math.isfinite(x) for x in straight.losses)
-    plain = build_transformer_trainer(recipe(tmp_path / "c", data_dirs))
-    plain.train()
-    assert plain.losses != straight.losses
-    with pytest.raises(ValueError, match="bucket"):
-        build_transformer_trainer(recipe(tmp_path / "d", data_dirs, *overrides, "data.batching=pack"))
+        build_transformer_trainer(recipe(tmp_path / "d", data_dirs, term, *setup, "data.batching=pack"))
 
 
 def test_validation_samples_a_noise_interval_expert_with_its_partner(tmp_path, data_dirs):
