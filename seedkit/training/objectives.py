@@ -158,7 +158,8 @@ class DecodedFrameLoss:
         return self.vae.decode(first).sample.float()
 
     def __call__(self, predicted: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-        """Mean over samples of the loss between decodings of ``predicted`` and ``clean`` (``[B, C, F, h, w]``)."""
+        """The loss between the first-frame decodings of ``predicted`` and ``clean`` (``[B, C, F, h, w]``), averaged
+        over the batch's pixels."""
         with torch.no_grad():
             target = self._decode_first_frame(clean)
         decoded = self._decode_first_frame(predicted)
