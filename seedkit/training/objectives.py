@@ -37,8 +37,8 @@ from seedkit.flow import (
 from seedkit.flow.conditioning import frame_condition
 
 from .config import TaskConfig
+from .pixel_losses import foreground_weights, gradient_loss
 from .trainer import StepOutput
-from .vae_trainer import foreground_weights, gradient_loss
 
 
 class TransformerTrainingWrapper(nn.Module):
@@ -143,8 +143,8 @@ class DecodedFrameLoss:
 
     Args:
         vae: a :class:`~seedkit.models.autoencoder_causal.CausalVideoAutoencoder` (the one the latent cache used).
-        foreground_weight: pixel weights ``1 + foreground_weight * |x - frame median|`` (see the VAE recipe's
-            ``foreground_weights``), so an object outweighs the flat background it sits on.
+        foreground_weight: pixel weights ``1 + foreground_weight * |x - frame median|``
+            (:func:`~seedkit.training.pixel_losses.foreground_weights`), so an object outweighs its flat background.
     """
 
     def __init__(self, vae: nn.Module, foreground_weight: float = 4.0) -> None:

@@ -9,14 +9,8 @@ import torch
 
 from seedkit.data.datasets import collate_videos
 from seedkit.training.config import VAERecipeConfig, load_config
-from seedkit.training.vae_trainer import (
-    build_vae_trainer,
-    export_vae,
-    gradient_loss,
-    kl_loss,
-    laplacian_loss,
-    laplacian_pyramid,
-)
+from seedkit.training.pixel_losses import foreground_weights, gradient_loss, laplacian_loss, laplacian_pyramid
+from seedkit.training.vae_trainer import build_vae_trainer, export_vae, kl_loss
 
 
 def test_loss_terms():
@@ -160,7 +154,6 @@ def test_decoder_only_fine_tune_keeps_the_encoder_and_latent_statistics(tmp_path
 
 
 def test_foreground_weights_emphasise_pixels_off_the_backdrop():
-    from seedkit.training.vae_trainer import foreground_weights
 
     video = torch.full((1, 3, 2, 8, 8), -0.5)
     video[:, :, :, 2:4, 2:4] = 0.5  # a 2x2 object, colour distance 1.0 from the backdrop
