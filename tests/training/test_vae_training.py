@@ -154,7 +154,6 @@ def test_decoder_only_fine_tune_keeps_the_encoder_and_latent_statistics(tmp_path
 
 
 def test_foreground_weights_emphasise_pixels_off_the_backdrop():
-
     video = torch.full((1, 3, 2, 8, 8), -0.5)
     video[:, :, :, 2:4, 2:4] = 0.5  # a 2x2 object, colour distance 1.0 from the backdrop
     weights = foreground_weights(video, 4.0)
