@@ -209,6 +209,11 @@ class VAELossConfig:
     # encoder outputs turns their small errors into specks of colour. For decoder fine-tunes of a VAE whose
     # scaling_factor has been measured (with a frozen encoder the latent space, and so the cache, stays valid).
     decoder_noise: float = 0.0
+    # Weight of the latent-blend term: the decoded blend of two samples' latents, a * z1 + (1 - a) * z2 with
+    # a ~ U(0, 1), should be the same blend of their pixels. An unregularised code can put colour in a latent's
+    # amplitude (the shipped VAE decodes a red object's latent pulled halfway to the background as green), so a
+    # generator's uncertain predictions, which are such blends, decode to the wrong colours and shapes.
+    blend_weight: float = 0.0
 
 
 @dataclass

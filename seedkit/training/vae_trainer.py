@@ -7,7 +7,10 @@ The loss needs no downloaded network:
 * ``kl``: KL of the diagonal Gaussian posterior to N(0, I), averaged per latent element;
 * ``gradient``: L1 between finite differences (height, width and, for videos, time) of input and reconstruction,
   which keeps edges sharp and motion consistent;
-* ``laplacian``: L1 between Laplacian pyramid levels (per frame), which weights fine detail like a perceptual loss.
+* ``laplacian``: L1 between Laplacian pyramid levels (per frame), which weights fine detail like a perceptual loss;
+* ``blend`` (optional): the decoded blend of two samples' latents against the same blend of their pixels, so that
+  a latent between two codes decodes to something between their pictures (what a diffusion model's uncertain
+  predictions are), not to a third colour.
 
 After training, :func:`export_vae` measures the latent mean / std on fresh samples and stores them as the VAE's
 ``shift_factor`` / ``scaling_factor``, so the transformer sees roughly unit-variance latents.
@@ -15,6 +18,7 @@ After training, :func:`export_vae` measures the latent mean / std on fresh sampl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,31 +45,62 @@ def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
 
 
+@dataclass
+class VAEForwardOutput:
+    """What :class:`VAETrainingWrapper` returns.
+
+    Attributes:
+        reconstruction: `[B, 3, F, H, W]` the decoded latents.
+        mean, logvar: `[B, C, F', H', W']` the posterior's moments.
+        blend_reconstruction: `[B, 3, F, H, W]` the decoded latent blends (with `latent_blend`), else None.
+        blend_target: `[B, 3, F, H, W]` the same blends of the input pixels, else None.
+    """
+
+    reconstruction: torch.Tensor
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    blend_reconstruction: torch.Tensor | None = None
+    blend_target: torch.Tensor | None = None
+
+
 class VAETrainingWrapper(nn.Module):
-    """``forward(video, generator) -> (reconstruction, mean, logvar)`` so DDP / FSDP see one forward call.
+    """``forward(video, generator) -> VAEForwardOutput`` so DDP / FSDP see one forward call.
 
     Args:
         vae: the :class:`~seedkit.models.autoencoder_causal.CausalVideoAutoencoder` being trained.
         sample_posterior: decode a posterior sample (True) or its mean.
         decoder_noise: in training mode, add ``N(0, s^2)`` to the latents before decoding, ``s ~ U(0, decoder_noise)``
             per sample, in normalised latent units (``decoder_noise / scaling_factor`` in the VAE's own units).
+        latent_blend: also decode ``a * z_i + (1 - a) * z_j``, sample ``i`` blended with the next one in the batch
+            (``j = i + 1``, cyclic), ``a ~ U(0, 1)`` per sample; the target is the same blend of the pixels.
     """
 
-    def __init__(self, vae: nn.Module, sample_posterior: bool = True, decoder_noise: float = 0.0) -> None:
+    def __init__(
+        self, vae: nn.Module, sample_posterior: bool = True, decoder_noise: float = 0.0, latent_blend: bool = False
+    ) -> None:
         super().__init__()
         if decoder_noise < 0:
             raise ValueError(f"decoder_noise is a standard deviation and must be >= 0, got {decoder_noise}")
         self.vae = vae
         self.sample_posterior = sample_posterior
         self.decoder_noise = decoder_noise
+        self.latent_blend = latent_blend
 
-    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None) -> VAEForwardOutput:
         posterior = self.vae.encode(video).latent_dist
         latents = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
         if self.training and self.decoder_noise > 0:
             latents = self._add_decoder_noise(latents, generator)
-        reconstruction = self.vae.decode(latents).sample
-        return reconstruction, posterior.mean, posterior.logvar
+        output = VAEForwardOutput(self.vae.decode(latents).sample, posterior.mean, posterior.logvar)
+        if self.latent_blend:
+            if video.shape[0] < 2:
+                raise ValueError("latent blending mixes the samples of a batch; it needs a batch size of 2 or more")
+            shape = (video.shape[0],) + (1,) * (video.dim() - 1)
+            weight = torch.rand(shape, generator=generator, device=video.device, dtype=latents.dtype)
+            blended = weight * latents + (1 - weight) * latents.roll(-1, dims=0)
+            output.blend_reconstruction = self.vae.decode(blended).sample
+            output.blend_target = weight.to(video.dtype) * video + (1 - weight.to(video.dtype)) * video.roll(-1, dims=0)
+        return output
 
     def _add_decoder_noise(self, latents: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         scale = self.decoder_noise / self.vae.config.scaling_factor
@@ -83,14 +118,13 @@ class VAEObjective:
 
     def __call__(self, model: nn.Module, batch: dict, generator: torch.Generator) -> StepOutput:
         video = batch["video"]
-        reconstruction, mean, logvar = model(video, generator)
-        reconstruction = reconstruction.float()
-        error = reconstruction - video
+        output = model(video, generator)
+        reconstruction = output.reconstruction.float()
         pixel_weight = foreground_weights(video, self.weights.foreground_weight)
         terms = {
-            "l1": (error.abs() * pixel_weight).mean(),
-            "mse": (error.pow(2) * pixel_weight).mean(),
-            "kl": kl_loss(mean.float(), logvar.float()),
+            "l1": (pixel_weight * (reconstruction - video).abs()).mean(),
+            "mse": (pixel_weight * (reconstruction - video).pow(2)).mean(),
+            "kl": kl_loss(output.mean.float(), output.logvar.float()),
             "gradient": gradient_loss(reconstruction, video),
             "laplacian": laplacian_loss(reconstruction, video, self.weights.laplacian_levels),
         }
@@ -101,6 +135,13 @@ class VAEObjective:
             "gradient": self.weights.gradient_weight,
             "laplacian": self.weights.laplacian_weight,
         }
+        if output.blend_reconstruction is not None:
+            # The reconstruction's pixel error (L1 + MSE at their weights, weighted towards the objects).
+            error = output.blend_reconstruction.float() - output.blend_target
+            blend_pixel_weight = foreground_weights(output.blend_target, self.weights.foreground_weight)
+            squared_error = self.weights.mse_weight * error.pow(2)
+            terms["blend"] = (blend_pixel_weight * (self.weights.l1_weight * error.abs() + squared_error)).mean()
+            weights["blend"] = self.weights.blend_weight
         loss = sum(weights[name] * value for name, value in terms.items())
         with torch.no_grad():
             mse = (reconstruction.clamp(-1, 1) - video).pow(2).mean().clamp_min(1e-10)
@@ -151,7 +192,12 @@ def build_vae_trainer(config: VAERecipeConfig, accelerator=None) -> Trainer:
         config.train,
         config.optim,
         config.ema,
-        VAETrainingWrapper(build_vae_model(config), config.loss.sample_posterior, config.loss.decoder_noise),
+        VAETrainingWrapper(
+            build_vae_model(config),
+            config.loss.sample_posterior,
+            config.loss.decoder_noise,
+            latent_blend=config.loss.blend_weight > 0,
+        ),
         VAEObjective(config.loss),
         dataset,
         EpochKeyedBatchSampler(sampler),

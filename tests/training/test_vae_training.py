@@ -57,8 +57,9 @@ def small_vae_recipe(tmp_path, *extra: str) -> VAERecipeConfig:
     )
 
 
-def test_vae_recipe_trains_and_exports(tmp_path):
-    trainer = build_vae_trainer(small_vae_recipe(tmp_path))
+@pytest.mark.parametrize("extra", [(), ("loss.blend_weight=0.5",)], ids=["plain", "latent_blend"])
+def test_vae_recipe_trains_and_exports(tmp_path, extra):
+    trainer = build_vae_trainer(small_vae_recipe(tmp_path, *extra))
     probe = collate_videos([trainer.dataset[(index, 0)] for index in (0, 2)])  # two 5-frame clips
 
     def probe_loss() -> float:
@@ -90,11 +91,11 @@ def test_training_wrapper_decodes_the_posterior_mean_when_asked():
     expected = vae.decode(vae.encode(video).latent_dist.mode()).sample
     deterministic = VAETrainingWrapper(vae, sample_posterior=False)
     sampled = VAETrainingWrapper(vae, sample_posterior=True)
-    first = deterministic(video, torch.Generator().manual_seed(1))[0]
-    second = deterministic(video, torch.Generator().manual_seed(2))[0]
+    first = deterministic(video, torch.Generator().manual_seed(1)).reconstruction
+    second = deterministic(video, torch.Generator().manual_seed(2)).reconstruction
     torch.testing.assert_close(first, expected)
     torch.testing.assert_close(second, expected)
-    noisy = sampled(video, torch.Generator().manual_seed(1))[0]
+    noisy = sampled(video, torch.Generator().manual_seed(1)).reconstruction
     assert (noisy - expected).abs().max() > 1e-3  # the default still samples
 
 
@@ -127,6 +128,60 @@ def test_decoder_noise_perturbs_latents_in_training_only_at_the_configured_scale
     torch.testing.assert_close(decoded[2], mean)  # evaluation decodes the clean latents
     with pytest.raises(ValueError, match="decoder_noise"):
         VAETrainingWrapper(vae, decoder_noise=-0.1)
+
+
+def test_latent_blend_decodes_a_blend_of_two_samples_latents_against_the_same_blend_of_pixels():
+    from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
+    from seedkit.models.flavors import vae_config
+    from seedkit.training.vae_trainer import VAETrainingWrapper
+
+    torch.manual_seed(0)
+    vae = CausalVideoAutoencoder(**vae_config("debug"))
+    decoded = []
+    original_decode = vae.decode
+
+    def recording_decode(latents, *args, **kwargs):
+        decoded.append(latents.detach().clone())
+        return original_decode(latents, *args, **kwargs)
+
+    vae.decode = recording_decode
+    video = torch.rand(3, 3, 5, 16, 16) * 2 - 1
+    latents = vae.encode(video).latent_dist.mode()
+    output = VAETrainingWrapper(vae, sample_posterior=False, latent_blend=True)(video, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(decoded[0], latents)
+    # Recover each sample's weight from the pixel target, then check the decoded latents used the same weights with
+    # the next sample in the batch (cyclic).
+    partner = video.roll(-1, dims=0)
+    weight = ((output.blend_target - partner) / (video - partner)).flatten(1).median(dim=1).values
+    assert ((weight > 0) & (weight < 1)).all() and weight.std() > 0  # one weight per sample, drawn in (0, 1)
+    weight = weight.view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(output.blend_target, weight * video + (1 - weight) * partner)
+    torch.testing.assert_close(decoded[1], weight * latents + (1 - weight) * latents.roll(-1, dims=0))
+    torch.testing.assert_close(output.blend_reconstruction, vae.decode(decoded[1]).sample)
+    assert VAETrainingWrapper(vae, sample_posterior=False)(video).blend_reconstruction is None
+    with pytest.raises(ValueError, match="batch size of 2"):
+        VAETrainingWrapper(vae, latent_blend=True)(video[:1])
+
+
+def test_blend_term_is_the_reconstruction_pixel_error_of_the_blends():
+    from seedkit.training.config import VAELossConfig
+    from seedkit.training.vae_trainer import VAEForwardOutput, VAEObjective
+
+    video = torch.rand(2, 3, 1, 8, 8) * 2 - 1
+    target = video.flip(0)
+    zeros = torch.zeros(2, 4, 1, 2, 2)
+
+    def model(blend_offset: float):
+        return lambda batch, generator: VAEForwardOutput(video, zeros, zeros, target + blend_offset, target)
+
+    weights = VAELossConfig(l1_weight=1.0, mse_weight=4.0, blend_weight=0.5, gradient_weight=0, laplacian_weight=0)
+    objective = VAEObjective(weights)
+    exact = objective(model(0.0), {"video": video}, torch.Generator())
+    off = objective(model(0.1), {"video": video}, torch.Generator())
+    assert exact.logs["loss_blend"] == 0 and exact.loss.item() == 0  # a perfect reconstruction, zero-moment KL
+    # |error| = 0.1 everywhere, foreground weight 0: L1 0.1 and MSE 0.01 at weights 1 and 4.
+    assert off.logs["loss_blend"] == pytest.approx(0.1 + 4.0 * 0.01)
+    assert off.loss.item() == pytest.approx(0.5 * (0.1 + 4.0 * 0.01))
 
 
 def test_decoder_only_fine_tune_keeps_the_encoder_and_latent_statistics(tmp_path):
