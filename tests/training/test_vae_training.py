@@ -99,13 +99,12 @@ def test_training_wrapper_decodes_the_posterior_mean_when_asked():
     assert (noisy - expected).abs().max() > 1e-3  # the default still samples
 
 
-def test_decoder_noise_perturbs_latents_in_training_only_at_the_configured_scale():
+def debug_vae_recording_decodes(**config) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """A debug-flavor VAE (with `config` overrides) and the list its `decode` calls append their latents to."""
     from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
     from seedkit.models.flavors import vae_config
-    from seedkit.training.vae_trainer import VAETrainingWrapper
 
-    torch.manual_seed(0)
-    vae = CausalVideoAutoencoder(**{**vae_config("debug"), "scaling_factor": 0.5})
+    vae = CausalVideoAutoencoder(**{**vae_config("debug"), **config})
     decoded = []
     original_decode = vae.decode
 
@@ -114,6 +113,14 @@ def test_decoder_noise_perturbs_latents_in_training_only_at_the_configured_scale
         return original_decode(latents, *args, **kwargs)
 
     vae.decode = recording_decode
+    return vae, decoded
+
+
+def test_decoder_noise_perturbs_latents_in_training_only_at_the_configured_scale():
+    from seedkit.training.vae_trainer import VAETrainingWrapper
+
+    torch.manual_seed(0)
+    vae, decoded = debug_vae_recording_decodes(scaling_factor=0.5)
     video = torch.rand(64, 3, 1, 16, 16) * 2 - 1
     mean = vae.encode(video).latent_dist.mode()
     wrapper = VAETrainingWrapper(vae, sample_posterior=False, decoder_noise=0.4).train()
@@ -131,20 +138,10 @@ def test_decoder_noise_perturbs_latents_in_training_only_at_the_configured_scale
 
 
 def test_latent_blend_decodes_a_blend_of_two_samples_latents_against_the_same_blend_of_pixels():
-    from seedkit.models.autoencoder_causal import CausalVideoAutoencoder
-    from seedkit.models.flavors import vae_config
     from seedkit.training.vae_trainer import VAETrainingWrapper
 
     torch.manual_seed(0)
-    vae = CausalVideoAutoencoder(**vae_config("debug"))
-    decoded = []
-    original_decode = vae.decode
-
-    def recording_decode(latents, *args, **kwargs):
-        decoded.append(latents.detach().clone())
-        return original_decode(latents, *args, **kwargs)
-
-    vae.decode = recording_decode
+    vae, decoded = debug_vae_recording_decodes()
     video = torch.rand(3, 3, 5, 16, 16) * 2 - 1
     latents = vae.encode(video).latent_dist.mode()
     output = VAETrainingWrapper(vae, sample_posterior=False, latent_blend=True)(video, torch.Generator().manual_seed(4))
