@@ -99,7 +99,8 @@ class VAETrainingWrapper(nn.Module):
             weight = torch.rand(shape, generator=generator, device=video.device, dtype=latents.dtype)
             blended = weight * latents + (1 - weight) * latents.roll(-1, dims=0)
             output.blend_reconstruction = self.vae.decode(blended).sample
-            output.blend_target = weight.to(video.dtype) * video + (1 - weight.to(video.dtype)) * video.roll(-1, dims=0)
+            pixel_weight = weight.to(video.dtype)
+            output.blend_target = pixel_weight * video + (1 - pixel_weight) * video.roll(-1, dims=0)
         return output
 
     def _add_decoder_noise(self, latents: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -120,10 +121,10 @@ class VAEObjective:
         video = batch["video"]
         output = model(video, generator)
         reconstruction = output.reconstruction.float()
-        pixel_weight = foreground_weights(video, self.weights.foreground_weight)
+        l1, mse = self.pixel_errors(reconstruction, video)
         terms = {
-            "l1": (pixel_weight * (reconstruction - video).abs()).mean(),
-            "mse": (pixel_weight * (reconstruction - video).pow(2)).mean(),
+            "l1": l1,
+            "mse": mse,
             "kl": kl_loss(output.mean.float(), output.logvar.float()),
             "gradient": gradient_loss(reconstruction, video),
             "laplacian": laplacian_loss(reconstruction, video, self.weights.laplacian_levels),
@@ -136,11 +137,9 @@ class VAEObjective:
             "laplacian": self.weights.laplacian_weight,
         }
         if output.blend_reconstruction is not None:
-            # The reconstruction's pixel error (L1 + MSE at their weights, weighted towards the objects).
-            error = output.blend_reconstruction.float() - output.blend_target
-            blend_pixel_weight = foreground_weights(output.blend_target, self.weights.foreground_weight)
-            squared_error = self.weights.mse_weight * error.pow(2)
-            terms["blend"] = (blend_pixel_weight * (self.weights.l1_weight * error.abs() + squared_error)).mean()
+            # The reconstruction's pixel error: L1 + MSE at their weights.
+            blend_l1, blend_mse = self.pixel_errors(output.blend_reconstruction.float(), output.blend_target)
+            terms["blend"] = self.weights.l1_weight * blend_l1 + self.weights.mse_weight * blend_mse
             weights["blend"] = self.weights.blend_weight
         loss = sum(weights[name] * value for name, value in terms.items())
         with torch.no_grad():
@@ -149,6 +148,12 @@ class VAEObjective:
         logs = {f"loss_{name}": value.item() for name, value in terms.items()}
         logs["psnr"] = psnr.item()
         return StepOutput(loss=loss, logs=logs, num_samples=video.shape[0], num_tokens=video[:, 0].numel())
+
+    def pixel_errors(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean absolute and mean squared error, weighted towards pixels that differ from their frame's median."""
+        error = prediction - target
+        pixel_weight = foreground_weights(target, self.weights.foreground_weight)
+        return (pixel_weight * error.abs()).mean(), (pixel_weight * error.pow(2)).mean()
 
 
 def build_vae_dataset(config: VAERecipeConfig) -> MixedVideoDataset:
