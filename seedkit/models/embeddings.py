@@ -63,9 +63,10 @@ def video_position_ids(grid_size: tuple[int, int, int], device: torch.device | N
 
 
 def text_position_ids(
-    num_text_tokens: int, grid_size: tuple[int, int, int], device: torch.device | None = None
+    num_text_tokens: int, grid_size: tuple[float, float, float], device: torch.device | None = None
 ) -> torch.Tensor:
-    """``[L, 3]`` float32 positions of text tokens: the diagonal after the video grid (see the module docstring)."""
+    """``[L, 3]`` float32 positions of text tokens: the diagonal after the video grid (see the module docstring);
+    ``grid_size`` is the extent RoPE sees, fractional when the grid's positions are scaled."""
     start = max(grid_size)
     diagonal = torch.arange(num_text_tokens, device=device, dtype=torch.float32) + start
     return diagonal[:, None].expand(num_text_tokens, 3).contiguous()

@@ -266,6 +266,21 @@ class SingleStreamTransformerBlock(nn.Module):
         return torch.addcmul(hidden_states, gate, output)
 
 
+def _recut_patch_axis(weights: torch.Tensor, dim: int, old: int, new: int, merge: str) -> torch.Tensor:
+    """Re-cut one patch axis ``dim`` of ``weights`` from ``old`` to ``new`` sub-positions (one divides the other).
+
+    Shrinking merges each run of ``old / new`` sub-positions (``merge``: "sum" for input weights, so a constant
+    input gives the same sum; "mean" for output weights); growing gives sub-position ``j`` the weights of old
+    sub-position ``j // (new / old)``, divided by ``new / old`` for summed (input) weights.
+    """
+    if new <= old:
+        grouped = weights.unflatten(dim, (new, old // new))
+        return grouped.sum(dim + 1) if merge == "sum" else grouped.mean(dim + 1)
+    repeats = new // old
+    spread = weights.repeat_interleave(repeats, dim=dim)
+    return spread / repeats if merge == "sum" else spread
+
+
 class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
     r"""Hybrid-stream MMDiT for video and images (``F = 1``) trained with rectified flow.
 
@@ -284,6 +299,9 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         qk_norm: ``"rms_norm"``, ``"layer_norm"`` or ``None``.
         rope_axes_dim: ``(t, h, w)`` head channels rotated by each position axis; sums to ``attention_head_dim``.
         rope_theta: RoPE base.
+        rope_position_scale: ``(t, h, w)`` factors on the video grid positions RoPE sees (text positions start
+            after the scaled grid). ``(1, 0.5, 0.5)`` makes a ``(1, 1, 1)``-patch grid span the rotary distances of a
+            ``(1, 2, 2)``-patch one; :meth:`with_patch_size` sets it when it re-cuts a model's patches.
         eps: norm epsilon.
         mark_first_frame: add a learned vector (``first_frame_embedding``, zero at init) to the tokens of the first
             latent frame. A causal video VAE encodes frame 0 alone and every later latent frame from several frames,
@@ -316,6 +334,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         qk_norm: str | None = "rms_norm",
         rope_axes_dim: tuple[int, int, int] = (16, 56, 56),
         rope_theta: float = 10000.0,
+        rope_position_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
         eps: float = 1e-6,
         mark_first_frame: bool = False,
         absolute_position_embedding: bool = False,
@@ -327,6 +346,10 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             )
         if len(patch_size) != 3:
             raise ValueError(f"patch_size must be (pt, ph, pw), got {patch_size!r}")
+        if len(rope_position_scale) != 3 or min(rope_position_scale) <= 0:
+            raise ValueError(
+                f"rope_position_scale must be three positive factors (t, h, w), got {rope_position_scale!r}"
+            )
         dim = num_attention_heads * attention_head_dim
         out_channels = out_channels or in_channels
         patch_volume = math.prod(patch_size)
@@ -403,6 +426,16 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         embedded = self.grid_position_embedding(torch.cat(positions), torch.cat(extents))
         return video_hidden_states + embedded.to(video_hidden_states.dtype)
 
+    def _rotary_position_ids(
+        self, num_text_tokens: int, grid_size: tuple[int, int, int], video_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """``[num_text_tokens + L, 3]`` RoPE positions of ``[text, video]``: the video grid positions ``[L, 3]`` times
+        ``rope_position_scale``, the text on the diagonal after the scaled grid."""
+        scale = tuple(float(factor) for factor in self.config.rope_position_scale)
+        scaled_grid = tuple(size * factor for size, factor in zip(grid_size, scale))
+        text_positions = text_position_ids(num_text_tokens, scaled_grid, device=video_positions.device)
+        return torch.cat([text_positions, video_positions * video_positions.new_tensor(scale)])
+
     def _grid_size(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
         num_frames, height, width = latent_shape[-3:]
         patch_t, patch_h, patch_w = self.config.patch_size
@@ -477,6 +510,52 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 hidden_states = block(hidden_states, modulation, sequence)
         _, video_hidden_states = sequence.split(hidden_states)
         return video_hidden_states
+
+    # ------------------------------------------------------------------------------------------------------------
+    # patch re-cutting
+
+    def with_patch_size(self, patch_size: tuple[int, int, int]) -> SeedTransformer3DModel:
+        """A copy of this model with patches of ``patch_size``, its weights re-cut so a fine-tune starts from what
+        this one knows (e.g. ``(1, 2, 2) -> (1, 1, 1)``: 4x the tokens, each latent position its own token).
+
+        Per axis, the old and new patch lengths must divide one another. Smaller patches: a new token's patch
+        embedding sums the old weights of the sub-positions it merges with, so latents constant over an old patch
+        embed exactly as before; the output projection averages the old rows of those sub-positions. Larger patches:
+        the embedding weights are shared out evenly over the new sub-positions, the output rows repeated. RoPE
+        positions are scaled by new / old (``rope_position_scale``), so the grid spans the same rotary distances.
+        Every other weight is copied. The copy is close to, not equal to, the original: tokens that shared a patch now
+        sit at different RoPE positions, and their number changes the video keys' share of attention against text.
+        """
+        old_patch = tuple(int(size) for size in self.config.patch_size)
+        new_patch = tuple(int(size) for size in patch_size)
+        if len(new_patch) != 3 or min(new_patch) < 1:
+            raise ValueError(f"patch_size must be three positive lengths (pt, ph, pw), got {patch_size!r}")
+        for old, new in zip(old_patch, new_patch):
+            if max(old, new) % min(old, new):
+                raise ValueError(
+                    f"cannot re-cut patches {old_patch} into {new_patch}: per axis one length must divide the other"
+                )
+        architecture = {key: value for key, value in self.config.items() if not key.startswith("_")}
+        architecture["patch_size"] = new_patch
+        architecture["rope_position_scale"] = tuple(
+            float(scale) * new / old for scale, new, old in zip(self.config.rope_position_scale, new_patch, old_patch)
+        )
+        resized = type(self).from_config(architecture).to(self.device)
+
+        state = self.state_dict()
+        input_channels = self.config.in_channels + self.config.condition_channels
+        embedding = state["patch_embedder.weight"].unflatten(1, (input_channels, *old_patch))  # [dim, c, pt, ph, pw]
+        projection = state["proj_out.weight"].unflatten(0, (self.out_channels, *old_patch))  # [c, pt, ph, pw, dim]
+        projection_bias = state["proj_out.bias"].unflatten(0, (self.out_channels, *old_patch))  # [c, pt, ph, pw]
+        for axis, (old, new) in enumerate(zip(old_patch, new_patch)):
+            embedding = _recut_patch_axis(embedding, 2 + axis, old, new, merge="sum")
+            projection = _recut_patch_axis(projection, 1 + axis, old, new, merge="mean")
+            projection_bias = _recut_patch_axis(projection_bias, 1 + axis, old, new, merge="mean")
+        state["patch_embedder.weight"] = embedding.flatten(1)
+        state["proj_out.weight"] = projection.flatten(0, 3)
+        state["proj_out.bias"] = projection_bias.flatten(0)
+        resized.load_state_dict(state, strict=True)
+        return resized if self.dtype == resized.dtype else resized.to(dtype=self.dtype)
 
     # ------------------------------------------------------------------------------------------------------------
     # forward
@@ -560,9 +639,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         conditioning, modulation = self._timestep_modulation(timestep, pooled_projections)
 
         # 3. Rotary positions ([text, video]) and the padding mask over text keys.
-        position_ids = torch.cat(
-            [text_position_ids(num_text_tokens, grid_size, device=hidden_states.device), video_positions]
-        )
+        position_ids = self._rotary_position_ids(num_text_tokens, grid_size, video_positions)
         rotary_cos, rotary_sin = self.rotary_embedding(position_ids.unsqueeze(0))
         attention_mask = None
         if encoder_attention_mask is not None and not bool(encoder_attention_mask.bool().all()):
@@ -663,8 +740,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 text = text[encoder_attention_mask[index].bool()]
             text_embeddings.append(text)
             video_positions = video_position_ids(grid_size, device=device)
-            position_ids.append(text_position_ids(text.shape[0], grid_size, device=device))
-            position_ids.append(video_positions)
+            position_ids.append(self._rotary_position_ids(text.shape[0], grid_size, video_positions))
             video_positions_list.append(video_positions)
         text_lengths = torch.tensor([text.shape[0] for text in text_embeddings], device=device)
         video_lengths = torch.tensor([patches.shape[0] for patches in video_patches], device=device)

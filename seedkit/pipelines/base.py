@@ -21,6 +21,7 @@ timestep input is `sigma * 1000`, which is what the scheduler's `timesteps` are.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass, replace
@@ -78,10 +79,11 @@ def check_experts(
             f"two experts need boundary_ratio in (0, 1), the noise level where transformer hands over to "
             f"transformer_2; got {boundary_ratio}"
         )
+    # Patch sizes may differ: each expert cuts the same latents into its own tokens (e.g. a low-noise expert with
+    # (1, 1, 1) patches for detail next to a (1, 2, 2) high-noise one).
     keys = (
         "in_channels",
         "out_channels",
-        "patch_size",
         "condition_channels",
         "text_embed_dim",
         "pooled_projection_dim",
@@ -343,9 +345,10 @@ class SeedkitPipelineBase(DiffusionPipeline):
 
     @property
     def size_multiple(self) -> int:
-        """Height and width must be multiples of this: VAE spatial compression times the transformer's patch."""
-        _, patch_height, patch_width = self.transformer.config.patch_size
-        return self.vae_spatial_compression * max(patch_height, patch_width)
+        """Height and width must be multiples of this: VAE spatial compression times every expert's patch."""
+        experts = [model for model in (self.transformer, self.transformer_2) if model is not None]
+        patch_lengths = [length for model in experts for length in model.config.patch_size[1:]]
+        return self.vae_spatial_compression * math.lcm(*patch_lengths)
 
     def valid_num_frames(self, count: int = 4) -> list[int]:
         """The first `count` frame counts the VAE accepts: `1 + temporal_compression * k`."""

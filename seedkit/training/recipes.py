@@ -73,6 +73,18 @@ def build_transformer(config: RecipeConfig) -> torch.nn.Module:
     if not config.model.transformer_path:
         return SeedTransformer3DModel(**transformer_config)
     transformer = SeedTransformer3DModel.from_pretrained(config.model.transformer_path)
+    wanted_patch = transformer_config.get("patch_size")
+    if wanted_patch is not None and _as_comparable(wanted_patch) != _as_comparable(transformer.config.patch_size):
+        # Another patch size is the same weights re-cut (4x the tokens for (1, 2, 2) -> (1, 1, 1)), not another
+        # architecture. The re-cut scales RoPE positions; the recipe must say so too, or its export (built from the
+        # recipe alone) would put the grid at other rotary distances than training did.
+        transformer = transformer.with_patch_size(tuple(wanted_patch))
+        recut_scale = list(transformer.config.rope_position_scale)
+        if _as_comparable(transformer_config.get("rope_position_scale", [1.0, 1.0, 1.0])) != recut_scale:
+            raise ValueError(
+                f"re-cutting {config.model.transformer_path} into patches {list(wanted_patch)} scales its RoPE "
+                f"positions by {recut_scale}; add rope_position_scale: {recut_scale} to model.transformer"
+            )
     # A fine-tune of a different architecture than the recipe names would train (and later export) something the
     # recipe does not describe: compare the architecture keys the flavor sets.
     mismatched = {

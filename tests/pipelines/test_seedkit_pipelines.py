@@ -323,6 +323,12 @@ def test_two_noise_experts_split_the_steps_at_the_boundary(pipe, tmp_path):
     other = SeedkitTextToVideoPipeline.from_flavor("debug", transformer_overrides={"condition_channels": 0}).transformer
     with pytest.raises(ValueError, match="condition_channels"):
         with_experts(pipe, other, 0.5)
+    # Patch sizes may differ: each expert cuts the same latents into its own tokens.
+    finer = with_experts(pipe, pipe.transformer.with_patch_size((1, 1, 1)), 0.6)
+    finer.set_progress_bar_config(disable=True)
+    assert finer.size_multiple == pipe.size_multiple
+    frames = finer("a red circle", sigmas=sigmas, generator=seeded(), output_type="np").frames
+    assert frames.shape == video.shape and np.isfinite(frames).all()
 
 
 def test_guidance_scale_2_guides_the_low_noise_expert_alone(pipe):

@@ -558,3 +558,30 @@ def test_validation_samples_a_noise_interval_expert_with_its_partner(tmp_path, d
         build_transformer_trainer(recipe(tmp_path / "both", data_dirs, *validation))
     with pytest.raises(ValueError, match="come together"):
         build_transformer_trainer(recipe(tmp_path / "half", data_dirs, *validation[:-1]))
+
+
+def test_fine_tune_with_another_patch_size_recuts_the_given_weights(tmp_path):
+    base = build_transformer(load_config(None, ["model.flavor=debug"]))
+    with torch.no_grad():
+        for parameter in base.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    base.save_pretrained(tmp_path / "base")
+    overrides = ["model.flavor=debug", f"model.transformer_path={tmp_path / 'base'}"]
+    with pytest.raises(ValueError, match=r"add rope_position_scale: \[1.0, 0.5, 0.5\] to model.transformer"):
+        build_transformer(load_config(None, [*overrides, "model.transformer={patch_size: [1, 1, 1]}"]))
+    finer = "model.transformer={patch_size: [1, 1, 1], rope_position_scale: [1.0, 0.5, 0.5]}"
+    recut = build_transformer(load_config(None, [*overrides, finer]))
+    expected = base.with_patch_size((1, 1, 1))
+    assert list(recut.config.patch_size) == [1, 1, 1]
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(recut.state_dict()[name], tensor), name
+    # the export path builds the architecture from the recipe alone: the same model
+    from_recipe = build_transformer(load_config(None, ["model.flavor=debug", finer]))
+    def architecture(model):
+        return {
+            key: list(value) if isinstance(value, (list, tuple)) else value
+            for key, value in model.config.items()
+            if not key.startswith("_")
+        }
+
+    assert architecture(from_recipe) == architecture(recut)
