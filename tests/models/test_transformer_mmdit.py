@@ -201,9 +201,18 @@ def test_position_ids_layout():
     assert text.tolist() == [[4, 4, 4], [5, 5, 5], [6, 6, 6]]
 
 
-@pytest.mark.parametrize("switch", [None, "mark_first_frame", "absolute_position_embedding"])
-def test_forward_packed_equals_separate_forwards(switch):
-    model = build_model(**({switch: True} if switch else {}))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"mark_first_frame": True},
+        {"absolute_position_embedding": True},
+        {"patch_size": (1, 1, 1), "rope_position_scale": (1.0, 0.5, 0.5)},
+    ],
+    ids=["plain", "mark_first_frame", "absolute_position_embedding", "scaled_rope"],
+)
+def test_forward_packed_equals_separate_forwards(overrides):
+    model = build_model(**overrides)
     generator = torch.Generator().manual_seed(3)
     sample_a = torch.randn(8, 3, 8, 6, generator=generator)
     sample_b = torch.randn(8, 1, 4, 10, generator=generator)
