@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -80,7 +81,8 @@ def build_transformer(config: RecipeConfig) -> torch.nn.Module:
         # recipe alone) would put the grid at other rotary distances than training did.
         transformer = transformer.with_patch_size(tuple(wanted_patch))
         recut_scale = list(transformer.config.rope_position_scale)
-        if _as_comparable(transformer_config.get("rope_position_scale", [1.0, 1.0, 1.0])) != recut_scale:
+        unscaled = inspect.signature(SeedTransformer3DModel.__init__).parameters["rope_position_scale"].default
+        if _as_comparable(transformer_config.get("rope_position_scale", unscaled)) != recut_scale:
             raise ValueError(
                 f"re-cutting {config.model.transformer_path} into patches {list(wanted_patch)} scales its RoPE "
                 f"positions by {recut_scale}; add rope_position_scale: {recut_scale} to model.transformer"
