@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         return run_sensitivity(args)
     if args.benchmark == "steering":
         return run_steering(args)
+    from evaluation.shapesbench.metrics import format_attribute_confusion
     from evaluation.shapesbench.runner import VAEReconstructionGenerator, oracle_generate_fn, run_shapesbench
     from evaluation.shapesbench.suites import SUITES, available_suites, load_suite
 
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_shapesbench(generate_fn, items, args.out, settings=settings, progress=not args.no_progress)
     print(json.dumps({"metrics": report.summary["metrics"], "items": report.summary["items"],
                       "failed": report.summary["failed"]}, indent=2))
+    print(format_attribute_confusion(report.summary["by_attribute"]))
     print(f"wrote {args.out}/report.json and {args.out}/report.html")
     return 0
 

@@ -100,6 +100,57 @@ def score_objects(detected: DetectedScene, truth: Scene, with_motion: bool) -> I
     return ItemScore(metrics, {"objects": objects_detail, "unexpected_objects": extra, "carried_subjects": carried})
 
 
+# Attributes a prompt asks of each object that the detector reads back, for the per-value breakdown.
+OBJECT_ATTRIBUTES = ("shape", "size", "motion")
+NOT_FOUND = "not found"
+
+
+def attribute_confusion(objects: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per asked-for value of each object attribute, how often it was drawn and what was drawn instead.
+
+    A mean accuracy hides which values fail (a model drawing every square as a circle scores shape 0.67 on a suite of
+    equal thirds); this is the confusion table behind it, the breakdown one reads to decide what to fix.
+
+    Args:
+        objects: per-object records of :func:`score_objects` (``details["objects"]`` of every scored item), each with
+            ``{attribute: {"expected": value, "detected": value or None}}`` for the attributes that applied.
+
+    Returns:
+        ``{attribute: {expected value: {"objects": n, "accuracy": share drawn right, "detected": {value: count}}}}``,
+        values sorted by name; an object the detector did not find counts as detected ``"not found"``.
+    """
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in objects:
+        for attribute in OBJECT_ATTRIBUTES:
+            if attribute not in record:
+                continue
+            expected, detected = record[attribute]["expected"], record[attribute]["detected"]
+            entry = table.setdefault(attribute, {}).setdefault(str(expected), {"objects": 0, "detected": {}})
+            entry["objects"] += 1
+            name = NOT_FOUND if detected is None else str(detected)
+            entry["detected"][name] = entry["detected"].get(name, 0) + 1
+    for values in table.values():
+        for expected, entry in values.items():
+            entry["accuracy"] = entry["detected"].get(expected, 0) / entry["objects"]
+            entry["detected"] = dict(sorted(entry["detected"].items()))
+    return {attribute: dict(sorted(values.items())) for attribute, values in sorted(table.items())}
+
+
+def format_attribute_confusion(table: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One line per attribute of :func:`attribute_confusion`'s table, e.g.
+    ``shape: circle 1.00 (16), square 0.31 (16; drawn as circle 11), triangle 0.81 (16; drawn as circle 3)``."""
+    lines = []
+    for attribute, values in table.items():
+        parts = []
+        for expected, entry in values.items():
+            misses = [(name, count) for name, count in entry["detected"].items() if name != expected]
+            misses.sort(key=lambda miss: -miss[1])
+            drawn = "; drawn as " + ", ".join(f"{name} {count}" for name, count in misses) if misses else ""
+            parts.append(f"{expected} {entry['accuracy']:.2f} ({entry['objects']}{drawn})")
+        lines.append(f"{attribute}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def score_temporal(detected: DetectedScene, truth: Scene) -> ItemScore:
     """Whether what a video draws stays the same things from frame to frame (ShapesWorld's analogue of VBench's
     subject consistency and temporal flickering; a model can fail them while getting every first frame right).

@@ -104,6 +104,14 @@ def render_html(report: "BenchReport") -> str:
             f"{html.escape(item['split'])})<br>{html.escape(item['prompt'])}<br><small>{html.escape(metrics)}</small>"
             f"{status}</figcaption></figure>"
         )
+    breakdown = []
+    for attribute, values in summary.get("by_attribute", {}).items():
+        for expected, entry in values.items():
+            detected = ", ".join(f"{html.escape(name)} {count}" for name, count in entry["detected"].items())
+            breakdown.append(
+                f"<tr><th>{html.escape(attribute)}</th><th>{html.escape(expected)}</th><td>{entry['objects']}</td>"
+                f"<td>{_format(entry['accuracy'])}</td><td style='text-align:left'>{detected}</td></tr>"
+            )
     settings = html.escape(", ".join(f"{k}={v}" for k, v in data["settings"].items()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ShapesBench report</title>
@@ -122,6 +130,9 @@ figure img {{ max-width: 320px; image-rendering: pixelated; }}
 <h2>Summary</h2>
 <table><tr><th>suite</th><th>items</th><th>failed</th>{header}</tr>{''.join(rows)}</table>
 <p>Accuracies count failed items as 0; PSNR and offset average the scored items only.</p>
+<h2>By asked-for value (scored items, all suites)</h2>
+<table><tr><th>attribute</th><th>asked</th><th>objects</th><th>accuracy</th><th>drawn as</th></tr>
+{''.join(breakdown)}</table>
 <h2>Metrics by suite</h2><div class="charts">{''.join(charts)}</div>
 <h2>Samples (first, middle and last frame)</h2><div class="sheet">{''.join(samples)}</div>
 </body></html>

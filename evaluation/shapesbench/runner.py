@@ -9,6 +9,10 @@ ground-truth :func:`oracle_generate_fn` (a sanity baseline that must score about
 Every item is scored on its own: a generator that raises, returns an unreadable file, the wrong size or no audio
 for an audio task produces a *failed* record with the reason, and the run goes on. Failed items count as 0 in the
 accuracy means (a model is not rewarded for crashing) and are left out of PSNR and offset means.
+
+The summary and every suite's entry carry the means ``by_split`` (training wording / held-out paraphrases) and
+``by_attribute``: per asked-for shape, size and motion, how often it was drawn and what was drawn instead (over the
+scored items), the table that says which value a mean accuracy is losing.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from tqdm import tqdm
 from seedkit.data.shapes import render_scene
 
 from .detector import detect_scene
-from .metrics import ACCURACY_METRICS, METRIC_NAMES, score_item
+from .metrics import ACCURACY_METRICS, METRIC_NAMES, attribute_confusion, score_item
 from .suites import SuiteItem, available_suites, load_suite
 
 
@@ -342,6 +346,11 @@ def aggregate(records: Sequence[ItemRecord]) -> dict[str, Any]:
     return {"metrics": metrics, "counts": counts, "items": len(records), "failed": failed}
 
 
+def _confusion(records: list[ItemRecord]) -> dict[str, Any]:
+    """:func:`~.metrics.attribute_confusion` over the objects of the scored items (failed items have none)."""
+    return attribute_confusion([obj for record in records for obj in record.details.get("objects", [])])
+
+
 def _applicable(task: str) -> set[str]:
     names = {"color", "shape", "size", "count"}
     if task != "t2i":
@@ -386,11 +395,13 @@ def run_shapesbench(
             split: aggregate([r for r in suite_records if r.split == split])
             for split in sorted({r.split for r in suite_records})
         }
+        entry["by_attribute"] = _confusion(suite_records)
         suites_summary[name] = entry
     summary = aggregate(records)
     summary["by_split"] = {
         split: aggregate([r for r in records if r.split == split]) for split in sorted({r.split for r in records})
     }
+    summary["by_attribute"] = _confusion(records)
     report = BenchReport(
         settings={"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "limit": limit} | (settings or {}),
         summary=summary,

@@ -1,5 +1,5 @@
 """ShapesBench metrics on crafted cases: wrong colour / shape / count / motion, broken multi-shot consistency,
-first-frame PSNR, audio-video offset with a known shift, and pitch-to-colour."""
+first-frame PSNR, audio-video offset with a known shift, pitch-to-colour, and the per-value confusion table."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.shapesbench.detector import detect_scene
-from evaluation.shapesbench.metrics import psnr, score_item
+from evaluation.shapesbench.metrics import attribute_confusion, format_attribute_confusion, psnr, score_item
 from seedkit.data.shapes import render_scene, scene_from_prompt_spec
 
 
@@ -173,3 +173,28 @@ def test_t2av_needs_audio_analysis():
         score_item(detect_scene(clip.frames, shot_starts=[0]), truth, "t2av")
     with pytest.raises(ValueError, match="valid tasks"):
         score_item(detect_scene(clip.frames, shot_starts=[0]), truth, "v2v")
+
+
+def test_attribute_confusion_counts_what_each_asked_value_was_drawn_as():
+    def obj(shape, detected_shape, size="small", detected_size="small", motion=None):
+        record = {"shape": {"expected": shape, "detected": detected_shape},
+                  "size": {"expected": size, "detected": detected_size}}
+        if motion is not None:
+            record["motion"] = {"expected": motion[0], "detected": motion[1]}
+        return record
+
+    objects = [
+        obj("square", "circle"), obj("square", "circle"), obj("square", "square"), obj("square", None),
+        obj("circle", "circle", "large", "small", motion=("left", "left")),
+        obj("triangle", "triangle", "large", "large", motion=("up", None)),
+    ]
+    table = attribute_confusion(objects)
+    assert list(table) == ["motion", "shape", "size"]
+    assert table["shape"]["square"] == {"objects": 4, "detected": {"circle": 2, "not found": 1, "square": 1},
+                                        "accuracy": 0.25}
+    assert table["shape"]["circle"]["accuracy"] == 1.0 and table["shape"]["triangle"]["objects"] == 1
+    assert table["size"]["large"] == {"objects": 2, "detected": {"large": 1, "small": 1}, "accuracy": 0.5}
+    assert table["motion"]["up"] == {"objects": 1, "detected": {"not found": 1}, "accuracy": 0.0}
+    lines = format_attribute_confusion(table).splitlines()
+    assert lines[1] == "shape: circle 1.00 (1), square 0.25 (4; drawn as circle 2, not found 1), triangle 1.00 (1)"
+    assert attribute_confusion([]) == {}

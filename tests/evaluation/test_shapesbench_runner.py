@@ -36,8 +36,13 @@ def test_oracle_scores_one_and_writes_reports(tmp_path):
     assert set(data["suites"]) == set(SUITES)
     assert data["suites"]["multi_shot"]["metrics"]["consistency"] == 1.0
     assert {"train", "heldout"} <= set(data["summary"]["by_split"])
+    by_shape = data["summary"]["by_attribute"]["shape"]
+    assert by_shape and all(entry["accuracy"] == 1.0 for entry in by_shape.values())
+    assert sum(entry["objects"] for entry in by_shape.values()) >= 2 * len(SUITES)
+    assert data["suites"]["single_object"]["by_attribute"]["size"]
     html = (tmp_path / "report.html").read_text()
     assert html.count("<svg") >= 7 and "samples/motion-000.png" in html
+    assert "By asked-for value" in html
     assert (tmp_path / "samples" / "motion-000.png").is_file()
 
 
