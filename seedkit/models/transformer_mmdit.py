@@ -281,6 +281,10 @@ def _recut_patch_axis(weights: torch.Tensor, dim: int, old: int, new: int, merge
     return spread / repeats if merge == "sum" else spread
 
 
+# RoPE sees the video grid's own positions; a re-cut model (with_patch_size) scales them.
+UNSCALED_ROPE_POSITIONS: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
 class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
     r"""Hybrid-stream MMDiT for video and images (``F = 1``) trained with rectified flow.
 
@@ -334,7 +338,7 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         qk_norm: str | None = "rms_norm",
         rope_axes_dim: tuple[int, int, int] = (16, 56, 56),
         rope_theta: float = 10000.0,
-        rope_position_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        rope_position_scale: tuple[float, float, float] = UNSCALED_ROPE_POSITIONS,
         eps: float = 1e-6,
         mark_first_frame: bool = False,
         absolute_position_embedding: bool = False,

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -68,7 +67,7 @@ GROWABLE_TRANSFORMER_KEYS = {
 
 
 def build_transformer(config: RecipeConfig) -> torch.nn.Module:
-    from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+    from seedkit.models.transformer_mmdit import UNSCALED_ROPE_POSITIONS, SeedTransformer3DModel
 
     transformer_config = {**flavors.get(config.model.flavor).transformer, **config.model.transformer}
     if not config.model.transformer_path:
@@ -81,8 +80,8 @@ def build_transformer(config: RecipeConfig) -> torch.nn.Module:
         # recipe alone) would put the grid at other rotary distances than training did.
         transformer = transformer.with_patch_size(tuple(wanted_patch))
         recut_scale = list(transformer.config.rope_position_scale)
-        unscaled = inspect.signature(SeedTransformer3DModel.__init__).parameters["rope_position_scale"].default
-        if _as_comparable(transformer_config.get("rope_position_scale", unscaled)) != recut_scale:
+        stated_scale = transformer_config.get("rope_position_scale", UNSCALED_ROPE_POSITIONS)
+        if _as_comparable(stated_scale) != recut_scale:
             raise ValueError(
                 f"re-cutting {config.model.transformer_path} into patches {list(wanted_patch)} scales its RoPE "
                 f"positions by {recut_scale}; add rope_position_scale: {recut_scale} to model.transformer"
