@@ -214,6 +214,12 @@ class VAELossConfig:
     # amplitude (the shipped VAE decodes a red object's latent pulled halfway to the background as green), so a
     # generator's uncertain predictions, which are such blends, decode to the wrong colours and shapes.
     blend_weight: float = 0.0
+    # Weight of the scale-equivariance term (Skorokhodov et al. 2025, "Improving the Diffusability of Autoencoders",
+    # arXiv:2502.14831): the latents average-pooled by `scale_equivariance_factor` in height and width should decode
+    # to the video average-pooled by the same factor. An unregularised code keeps object detail (a square's corners)
+    # in high spatial frequencies of the latent; a diffusion model's small errors there decide the shape.
+    scale_equivariance_weight: float = 0.0
+    scale_equivariance_factor: int = 2
 
 
 @dataclass

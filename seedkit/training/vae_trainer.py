@@ -10,7 +10,10 @@ The loss needs no downloaded network:
 * ``laplacian``: L1 between Laplacian pyramid levels (per frame), which weights fine detail like a perceptual loss;
 * ``blend`` (optional): the decoded blend of two samples' latents against the same blend of their pixels, so that
   a latent between two codes decodes to something between their pictures (what a diffusion model's uncertain
-  predictions are), not to a third colour.
+  predictions are), not to a third colour;
+* ``scale_equivariance`` (optional; Skorokhodov et al. 2025, arXiv:2502.14831): the latents average-pooled in
+  height and width decode to the video pooled by the same factor, which moves detail out of the latent's high
+  spatial frequencies, where a diffusion model's errors land.
 
 After training, :func:`export_vae` measures the latent mean / std on fresh samples and stores them as the VAE's
 ``shift_factor`` / ``scaling_factor``, so the transformer sees roughly unit-variance latents.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seedkit.data.buckets import BucketBatchSampler
@@ -54,6 +58,9 @@ class VAEForwardOutput:
         mean, logvar: `[B, C, F', H', W']` the posterior's moments.
         blend_reconstruction: `[B, 3, F, H, W]` the decoded latent blends (with `latent_blend`), else None.
         blend_target: `[B, 3, F, H, W]` the same blends of the input pixels, else None.
+        pooled_reconstruction: `[B, 3, F, H / s, W / s]` the decoded latents average-pooled by `s` in height and
+            width (with `scale_equivariance_factor`), else None.
+        pooled_target: `[B, 3, F, H / s, W / s]` the input pixels pooled the same way, else None.
     """
 
     reconstruction: torch.Tensor
@@ -61,6 +68,8 @@ class VAEForwardOutput:
     logvar: torch.Tensor
     blend_reconstruction: torch.Tensor | None = None
     blend_target: torch.Tensor | None = None
+    pooled_reconstruction: torch.Tensor | None = None
+    pooled_target: torch.Tensor | None = None
 
 
 class VAETrainingWrapper(nn.Module):
@@ -73,14 +82,27 @@ class VAETrainingWrapper(nn.Module):
             per sample, in normalised latent units (``decoder_noise / scaling_factor`` in the VAE's own units).
         latent_blend: also decode ``a * z_i + (1 - a) * z_j``, sample ``i`` blended with the next one in the batch
             (``j = i + 1``, cyclic), ``a ~ U(0, 1)`` per sample; the target is the same blend of the pixels.
+        scale_equivariance_factor: also decode the latents average-pooled by this factor in height and width; the
+            target is the video pooled by the same factor. ``None`` skips it.
     """
 
     def __init__(
-        self, vae: nn.Module, sample_posterior: bool = True, decoder_noise: float = 0.0, latent_blend: bool = False
+        self,
+        vae: nn.Module,
+        sample_posterior: bool = True,
+        decoder_noise: float = 0.0,
+        latent_blend: bool = False,
+        scale_equivariance_factor: int | None = None,
     ) -> None:
         super().__init__()
         if decoder_noise < 0:
             raise ValueError(f"decoder_noise is a standard deviation and must be >= 0, got {decoder_noise}")
+        if scale_equivariance_factor is not None and scale_equivariance_factor < 2:
+            raise ValueError(
+                f"scale_equivariance_factor pools the latents by that factor and must be >= 2, "
+                f"got {scale_equivariance_factor}"
+            )
+        self.scale_equivariance_factor = scale_equivariance_factor
         self.vae = vae
         self.sample_posterior = sample_posterior
         self.decoder_noise = decoder_noise
@@ -101,6 +123,17 @@ class VAETrainingWrapper(nn.Module):
             output.blend_reconstruction = self.vae.decode(blended).sample
             pixel_weight = weight.to(video.dtype)
             output.blend_target = pixel_weight * video + (1 - pixel_weight) * video.roll(-1, dims=0)
+        if self.scale_equivariance_factor is not None:
+            factor = self.scale_equivariance_factor
+            height, width = latents.shape[-2:]
+            if height % factor or width % factor:
+                raise ValueError(
+                    f"scale equivariance pools latents of {height}x{width} (height x width) by {factor}; both must be "
+                    f"divisible by it (frame sizes divisible by {factor} x the VAE's spatial compression)"
+                )
+            pool = (1, factor, factor)
+            output.pooled_reconstruction = self.vae.decode(F.avg_pool3d(latents, pool)).sample
+            output.pooled_target = F.avg_pool3d(video, pool)
         return output
 
     def _add_decoder_noise(self, latents: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -141,6 +174,10 @@ class VAEObjective:
             blend_l1, blend_mse = self.pixel_errors(output.blend_reconstruction.float(), output.blend_target)
             terms["blend"] = self.weights.l1_weight * blend_l1 + self.weights.mse_weight * blend_mse
             weights["blend"] = self.weights.blend_weight
+        if output.pooled_reconstruction is not None:
+            pooled_l1, pooled_mse = self.pixel_errors(output.pooled_reconstruction.float(), output.pooled_target)
+            terms["scale_equivariance"] = self.weights.l1_weight * pooled_l1 + self.weights.mse_weight * pooled_mse
+            weights["scale_equivariance"] = self.weights.scale_equivariance_weight
         loss = sum(weights[name] * value for name, value in terms.items())
         with torch.no_grad():
             mse = (reconstruction.clamp(-1, 1) - video).pow(2).mean().clamp_min(1e-10)
@@ -202,6 +239,9 @@ def build_vae_trainer(config: VAERecipeConfig, accelerator=None) -> Trainer:
             config.loss.sample_posterior,
             config.loss.decoder_noise,
             latent_blend=config.loss.blend_weight > 0,
+            scale_equivariance_factor=(
+                config.loss.scale_equivariance_factor if config.loss.scale_equivariance_weight > 0 else None
+            ),
         ),
         VAEObjective(config.loss),
         dataset,

@@ -57,7 +57,11 @@ def small_vae_recipe(tmp_path, *extra: str) -> VAERecipeConfig:
     )
 
 
-@pytest.mark.parametrize("extra", [(), ("loss.blend_weight=0.5",)], ids=["plain", "latent_blend"])
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("loss.blend_weight=0.5",), ("loss.scale_equivariance_weight=0.5",)],
+    ids=["plain", "latent_blend", "scale_equivariance"],
+)
 def test_vae_recipe_trains_and_exports(tmp_path, extra):
     trainer = build_vae_trainer(small_vae_recipe(tmp_path, *extra))
     probe = collate_videos([trainer.dataset[(index, 0)] for index in (0, 2)])  # two 5-frame clips
@@ -179,6 +183,51 @@ def test_blend_term_is_the_reconstruction_pixel_error_of_the_blends():
     # |error| = 0.1 everywhere, foreground weight 0: L1 0.1 and MSE 0.01 at weights 1 and 4.
     assert off.logs["loss_blend"] == pytest.approx(0.1 + 4.0 * 0.01)
     assert off.loss.item() == pytest.approx(0.5 * (0.1 + 4.0 * 0.01))
+
+
+def test_scale_equivariance_decodes_pooled_latents_against_pooled_pixels():
+    from seedkit.training.vae_trainer import VAETrainingWrapper
+
+    torch.manual_seed(0)
+    vae, decoded = debug_vae_recording_decodes()
+    video = torch.rand(2, 3, 5, 32, 16) * 2 - 1  # latents 4 x 2 (height x width)
+    latents = vae.encode(video).latent_dist.mode()
+    output = VAETrainingWrapper(vae, sample_posterior=False, scale_equivariance_factor=2)(video)
+    pooled = torch.nn.functional.avg_pool3d(latents, (1, 2, 2))
+    assert pooled.shape[-2:] == (2, 1)
+    torch.testing.assert_close(decoded[1], pooled)
+    torch.testing.assert_close(output.pooled_reconstruction, vae.decode(pooled).sample)
+    assert output.pooled_reconstruction.shape == output.pooled_target.shape == (2, 3, 5, 16, 8)
+    # Each target pixel is the mean of its 2 x 2 block, frame by frame.
+    torch.testing.assert_close(output.pooled_target[:, :, 3, 1, 2], video[:, :, 3, 2:4, 4:6].mean(dim=(-2, -1)))
+    assert VAETrainingWrapper(vae, sample_posterior=False)(video).pooled_reconstruction is None
+    with pytest.raises(ValueError, match="divisible"):
+        VAETrainingWrapper(vae, scale_equivariance_factor=2)(video[..., :24, :])  # latent height 3
+    with pytest.raises(ValueError, match=">= 2"):
+        VAETrainingWrapper(vae, scale_equivariance_factor=1)
+
+
+def test_scale_equivariance_term_is_the_pixel_error_of_the_pooled_decode():
+    from seedkit.training.config import VAELossConfig
+    from seedkit.training.vae_trainer import VAEForwardOutput, VAEObjective
+
+    video = torch.rand(2, 3, 1, 8, 8) * 2 - 1
+    pooled = torch.nn.functional.avg_pool3d(video, (1, 2, 2))
+    zeros = torch.zeros(2, 4, 1, 2, 2)
+
+    def model(offset: float):
+        return lambda batch, generator: VAEForwardOutput(
+            video, zeros, zeros, pooled_reconstruction=pooled + offset, pooled_target=pooled
+        )
+
+    weights = VAELossConfig(
+        l1_weight=1.0, mse_weight=4.0, scale_equivariance_weight=0.25, gradient_weight=0, laplacian_weight=0
+    )
+    exact = VAEObjective(weights)(model(0.0), {"video": video}, torch.Generator())
+    off = VAEObjective(weights)(model(0.1), {"video": video}, torch.Generator())
+    assert exact.logs["loss_scale_equivariance"] == 0 and exact.loss.item() == 0
+    assert off.logs["loss_scale_equivariance"] == pytest.approx(0.1 + 4.0 * 0.01)
+    assert off.loss.item() == pytest.approx(0.25 * (0.1 + 4.0 * 0.01))
 
 
 def test_decoder_only_fine_tune_keeps_the_encoder_and_latent_statistics(tmp_path):
