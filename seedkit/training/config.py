@@ -216,8 +216,9 @@ class VAELossConfig:
     blend_weight: float = 0.0
     # Weight of the scale-equivariance term (Skorokhodov et al. 2025, "Improving the Diffusability of Autoencoders",
     # arXiv:2502.14831): the latents average-pooled by `scale_equivariance_factor` in height and width should decode
-    # to the video average-pooled by the same factor. An unregularised code keeps object detail (a square's corners)
-    # in high spatial frequencies of the latent; a diffusion model's small errors there decide the shape.
+    # to the video average-pooled by the same factor. The paper finds wide-bottleneck autoencoders put more energy in
+    # high latent frequencies than images have, which a diffusion model fits poorly. (shapes-tiny's 8-channel VAE does
+    # not: 33% of its latent energy is above 2x pooling against 39% of the pixels' above 16x; recipe header.)
     scale_equivariance_weight: float = 0.0
     scale_equivariance_factor: int = 2
 
