@@ -50,6 +50,9 @@ from .embeddings import (
 )
 from .normalization import ModulatedLayerNorm, build_qk_norm
 
+# The layers whose output a block adds to the residual stream (zero them and the block is the identity).
+DUAL_BLOCK_OUTPUTS = ("video_attention_out.", "text_attention_out.", "video_mlp.fc_out.", "text_mlp.fc_out.")
+SINGLE_BLOCK_OUTPUTS = ("attention_mlp_out.",)
 NUM_MODULATIONS = 6  # shift, scale, gate for attention; shift, scale, gate for the MLP
 
 
@@ -560,6 +563,49 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         state["proj_out.bias"] = projection_bias.flatten(0)
         resized.load_state_dict(state, strict=True)
         return resized if self.dtype == resized.dtype else resized.to(dtype=self.dtype)
+
+    def with_depth(self, num_dual_layers: int, num_single_layers: int) -> SeedTransformer3DModel:
+        """A deeper copy of this model that computes the same function, so a fine-tune adds capacity without
+        starting over (function-preserving growth, as in Net2Net, Chen et al. 2016, arXiv:1511.05641).
+
+        Each depth must be a multiple ``k`` of this model's. Every block is followed by ``k - 1`` copies of itself
+        whose output projections are zero; each block adds its gated output to the residual stream, so a copy starts
+        as the identity and its first gradients go to those projections. Copies rather than fresh blocks: they start
+        with attention patterns and MLP features that already suit the stream they read.
+        """
+        old_depths = {"dual": self.config.num_dual_layers, "single": self.config.num_single_layers}
+        new_depths = {"dual": int(num_dual_layers), "single": int(num_single_layers)}
+        for kind, old in old_depths.items():
+            new = new_depths[kind]
+            if new < old or new % old:
+                raise ValueError(
+                    f"cannot grow {old} {kind}-stream blocks into {new}: the new depth must be a multiple of the old "
+                    f"one ({old}, {2 * old}, {3 * old}, ...)"
+                )
+        architecture = {key: value for key, value in self.config.items() if not key.startswith("_")}
+        architecture.update(num_dual_layers=new_depths["dual"], num_single_layers=new_depths["single"])
+        deeper = type(self).from_config(architecture).to(self.device)
+
+        zero_when_copied = {"dual_stream_blocks": DUAL_BLOCK_OUTPUTS, "single_stream_blocks": SINGLE_BLOCK_OUTPUTS}
+        factors = {
+            "dual_stream_blocks": new_depths["dual"] // old_depths["dual"],
+            "single_stream_blocks": new_depths["single"] // old_depths["single"],
+        }
+        state = {}
+        for name, tensor in self.state_dict().items():
+            blocks, _, rest = name.partition(".")
+            if blocks not in factors:
+                state[name] = tensor
+                continue
+            index, _, parameter = rest.partition(".")
+            factor = factors[blocks]
+            for copy in range(factor):
+                zeroed = copy > 0 and parameter.startswith(zero_when_copied[blocks])
+                state[f"{blocks}.{int(index) * factor + copy}.{parameter}"] = (
+                    torch.zeros_like(tensor) if zeroed else tensor.clone()
+                )
+        deeper.load_state_dict(state, strict=True)
+        return deeper if self.dtype == deeper.dtype else deeper.to(dtype=self.dtype)
 
     # ------------------------------------------------------------------------------------------------------------
     # forward

@@ -86,6 +86,14 @@ def build_transformer(config: RecipeConfig) -> torch.nn.Module:
                 f"re-cutting {config.model.transformer_path} into patches {list(wanted_patch)} scales its RoPE "
                 f"positions by {recut_scale}; add rope_position_scale: {recut_scale} to model.transformer"
             )
+    depths = {key: transformer.config[key] for key in ("num_dual_layers", "num_single_layers")}
+    wanted_depths = {key: int(transformer_config.get(key, have)) for key, have in depths.items()}
+    if wanted_depths != depths and all(
+        want >= have and want % have == 0 for want, have in zip(wanted_depths.values(), depths.values())
+    ):
+        # More blocks than the weights have, by whole multiples: grow them (the deeper model starts as the same
+        # function). Other depths fall through to the mismatch check below: most likely the wrong flavor.
+        transformer = transformer.with_depth(**wanted_depths)
     # A fine-tune of a different architecture than the recipe names would train (and later export) something the
     # recipe does not describe: compare the architecture keys the flavor sets.
     mismatched = {

@@ -367,3 +367,38 @@ def test_with_patch_size_starts_near_the_original_and_rejects_patches_that_do_no
     assert distance(fresh.sample) > 5 * distance(recut)
     with pytest.raises(ValueError, match="one length must divide the other"):
         model.with_patch_size((1, 3, 2))
+
+
+def test_with_depth_computes_the_same_function_with_identity_copies_after_each_block():
+    model = build_model()
+    deeper = model.with_depth(2 * model.config.num_dual_layers, 3 * model.config.num_single_layers)
+    assert len(deeper.dual_stream_blocks) == 2 * len(model.dual_stream_blocks)
+    assert len(deeper.single_stream_blocks) == 3 * len(model.single_stream_blocks)
+    latents, timestep, text = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(deeper(latents, timestep, text).sample, model(latents, timestep, text).sample)
+    old, new = model.state_dict(), deeper.state_dict()
+    for name, tensor in new.items():
+        if name.startswith("single_stream_blocks."):
+            index, parameter = name.split(".", 2)[1:]
+            source = old[f"single_stream_blocks.{int(index) // 3}.{parameter}"]
+            if int(index) % 3 and parameter.startswith("attention_mlp_out."):
+                assert not tensor.any(), name  # a copy's output projection starts at zero
+            else:
+                assert torch.equal(tensor, source), name
+        elif not name.startswith("dual_stream_blocks."):
+            assert torch.equal(tensor, old[name]), name
+    assert not new["dual_stream_blocks.1.text_mlp.fc_out.weight"].any()
+    assert torch.equal(new["dual_stream_blocks.1.text_qkv.weight"], old["dual_stream_blocks.0.text_qkv.weight"])
+    # The copies train: their zero projections get gradients.
+    deeper.train()
+    deeper(latents, timestep, text).sample.pow(2).mean().backward()
+    assert deeper.single_stream_blocks[1].attention_mlp_out.weight.grad.abs().sum() > 0
+
+
+def test_with_depth_rejects_depths_that_are_not_multiples():
+    model = build_model(num_dual_layers=1, num_single_layers=2)
+    with pytest.raises(ValueError, match="2 single-stream blocks into 3: the new depth must be a multiple"):
+        model.with_depth(1, 3)
+    with pytest.raises(ValueError, match="multiple of the old"):
+        model.with_depth(1, 1)  # shrinking is not growth

@@ -560,6 +560,26 @@ def test_validation_samples_a_noise_interval_expert_with_its_partner(tmp_path, d
         build_transformer_trainer(recipe(tmp_path / "half", data_dirs, *validation[:-1]))
 
 
+def test_fine_tune_with_more_blocks_grows_the_given_weights(tmp_path):
+    base = build_transformer(load_config(None, ["model.flavor=debug", "model.transformer={num_single_layers: 2}"]))
+    with torch.no_grad():
+        for parameter in base.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    base.save_pretrained(tmp_path / "base")
+    overrides = ["model.flavor=debug", f"model.transformer_path={tmp_path / 'base'}"]
+    deeper = "model.transformer={num_dual_layers: 2, num_single_layers: 4}"
+    grown = build_transformer(load_config(None, [*overrides, deeper]))
+    expected = base.with_depth(2, 4)
+    assert (grown.config.num_dual_layers, grown.config.num_single_layers) == (2, 4)
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(grown.state_dict()[name], tensor), name
+    # Fewer blocks than the weights have is another architecture, not growth: the flavor check names it.
+    with pytest.raises(ValueError, match="num_single_layers: recipe 1 vs weights 2"):
+        build_transformer(load_config(None, overrides))
+    with pytest.raises(ValueError, match="num_single_layers: recipe 3 vs weights 2"):
+        build_transformer(load_config(None, [*overrides, "model.transformer={num_single_layers: 3}"]))
+
+
 def test_fine_tune_with_another_patch_size_recuts_the_given_weights(tmp_path):
     base = build_transformer(load_config(None, ["model.flavor=debug"]))
     with torch.no_grad():
