@@ -12,8 +12,8 @@ The loss needs no downloaded network:
   a latent between two codes decodes to something between their pictures (what a diffusion model's uncertain
   predictions are), not to a third colour;
 * ``scale_equivariance`` (optional; Skorokhodov et al. 2025, arXiv:2502.14831): the latents average-pooled in
-  height and width decode to the video pooled by the same factor, which moves detail out of the latent's high
-  spatial frequencies, where a diffusion model's errors land.
+  height and width decode to the video pooled by the same factor; the paper finds that this takes energy out of
+  the latent's high spatial frequencies and that such a code is easier for a diffusion model to fit.
 
 After training, :func:`export_vae` measures the latent mean / std on fresh samples and stores them as the VAE's
 ``shift_factor`` / ``scaling_factor``, so the transformer sees roughly unit-variance latents.
