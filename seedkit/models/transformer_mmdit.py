@@ -573,34 +573,33 @@ class SeedTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         as the identity and its first gradients go to those projections. Copies rather than fresh blocks: they start
         with attention patterns and MLP features that already suit the stream they read.
         """
-        old_depths = {"dual": self.config.num_dual_layers, "single": self.config.num_single_layers}
-        new_depths = {"dual": int(num_dual_layers), "single": int(num_single_layers)}
-        for kind, old in old_depths.items():
-            new = new_depths[kind]
+        # block list -> (old depth, new depth, the output layers a copy starts with at zero)
+        growth = {
+            "dual_stream_blocks": (self.config.num_dual_layers, int(num_dual_layers), DUAL_BLOCK_OUTPUTS),
+            "single_stream_blocks": (self.config.num_single_layers, int(num_single_layers), SINGLE_BLOCK_OUTPUTS),
+        }
+        for blocks, (old, new, _) in growth.items():
             if new < old or new % old:
+                kind = blocks.removesuffix("_stream_blocks")
                 raise ValueError(
                     f"cannot grow {old} {kind}-stream blocks into {new}: the new depth must be a multiple of the old "
                     f"one ({old}, {2 * old}, {3 * old}, ...)"
                 )
         architecture = {key: value for key, value in self.config.items() if not key.startswith("_")}
-        architecture.update(num_dual_layers=new_depths["dual"], num_single_layers=new_depths["single"])
+        architecture.update(num_dual_layers=int(num_dual_layers), num_single_layers=int(num_single_layers))
         deeper = type(self).from_config(architecture).to(self.device)
 
-        zero_when_copied = {"dual_stream_blocks": DUAL_BLOCK_OUTPUTS, "single_stream_blocks": SINGLE_BLOCK_OUTPUTS}
-        factors = {
-            "dual_stream_blocks": new_depths["dual"] // old_depths["dual"],
-            "single_stream_blocks": new_depths["single"] // old_depths["single"],
-        }
         state = {}
         for name, tensor in self.state_dict().items():
             blocks, _, rest = name.partition(".")
-            if blocks not in factors:
+            if blocks not in growth:
                 state[name] = tensor
                 continue
             index, _, parameter = rest.partition(".")
-            factor = factors[blocks]
+            old, new, outputs = growth[blocks]
+            factor = new // old
             for copy in range(factor):
-                zeroed = copy > 0 and parameter.startswith(zero_when_copied[blocks])
+                zeroed = copy > 0 and parameter.startswith(outputs)
                 state[f"{blocks}.{int(index) * factor + copy}.{parameter}"] = (
                     torch.zeros_like(tensor) if zeroed else tensor.clone()
                 )
