@@ -152,6 +152,18 @@ class TaskConfig:
     # they change on screen (a square's corners), which the latent MSE does not. Bucket batching only.
     decoder_loss_weight: float = 0.0
     decoder_loss_foreground_weight: float = 4.0
+    # > 0: scheduled sampling against exposure bias (after Ren et al. 2024, "Multi-Step Denoising Scheduled Sampling:
+    # Towards Alleviating Exposure Bias for Diffusion Models", AAAI). This share of samples reaches its noise level
+    # sigma not along the forward path but through the model's own steps: noised to sigma + delta (delta uniform up to
+    # min(rollout_span, sigma), capped at sigma_range's top), then brought down to sigma by rollout_steps Euler steps
+    # of the model being trained, without gradients, guided at rollout_guidance as sampling guides it. The target is
+    # the velocity from where those steps landed straight to the true clean sample, so the model learns to undo the
+    # drift its own steps make; the plain loss only ever shows it points of the forward path. Costs rollout_steps
+    # guided forward passes of that share of the batch. Bucket batching only.
+    rollout_probability: float = 0.0
+    rollout_span: float = 0.2
+    rollout_steps: int = 3
+    rollout_guidance: float = 5.0
 
 
 @dataclass

@@ -18,6 +18,7 @@ All randomness comes from the trainer's generator.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,6 +27,9 @@ from torch import nn
 from seedkit.data.packing import num_tokens
 from seedkit.data.shapes_captions import shape_word_edits
 from seedkit.flow import (
+    PathSample,
+    classifier_free_guidance,
+    expand_sigma,
     flow_matching_loss,
     get_timestep_sampler,
     resolution_shift,
@@ -238,23 +242,13 @@ class FlowMatchingObjective:
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         path = sample_path(latents, noise, sigma)
 
-        text, text_mask = batch["text"], batch["text_mask"]
-        empty = self.empty_prompt["text"].to(device=device, dtype=text.dtype)
-        if empty.shape[0] > text.shape[1]:
-            text = nn.functional.pad(text, (0, 0, 0, empty.shape[0] - text.shape[1]))
-            text_mask = nn.functional.pad(text_mask, (0, empty.shape[0] - text_mask.shape[1]))
-        empty_text = torch.zeros_like(text[0])
-        empty_text[: empty.shape[0]] = empty
-        empty_mask = torch.zeros_like(text_mask[0])
-        empty_mask[: empty.shape[0]] = 1
-        text = torch.where(drop_text.view(-1, 1, 1), empty_text, text)
-        text_mask = torch.where(drop_text.view(-1, 1), empty_mask, text_mask)
-        pooled = batch.get("pooled")
-        if pooled is not None:
-            empty_pooled = self.empty_prompt["pooled"].to(device=device, dtype=pooled.dtype)
-            pooled = torch.where(drop_text.view(-1, 1), empty_pooled, pooled)
+        prompts = self._prompts(batch, drop_text)
+        text, text_mask, pooled = prompts["text"], prompts["text_mask"], prompts["pooled"]
 
         condition = first_frame_condition(latents, use_i2v) if self.condition_channels else None
+        rollout_logs = {}
+        if self.task.rollout_probability > 0:
+            path, rollout_logs = self._rollout(model, path, prompts, condition, generator)
         prediction = model(
             hidden_states=path.x_t,
             timestep=path.timestep,
@@ -265,6 +259,7 @@ class FlowMatchingObjective:
         )
         loss = self._loss(prediction, path.target, latents)
         logs = {"i2v_fraction": use_i2v.float().mean().item(), "text_dropout": drop_text.float().mean().item()}
+        logs.update(rollout_logs)
         if self.shape_contrast is not None:
             hinge, gap = self._shape_contrast(
                 model, batch["caption"], ~drop_text, path, prediction, latents, condition, generator
@@ -281,6 +276,97 @@ class FlowMatchingObjective:
                 logs["decoder_loss"] = decoded.item()
         tokens = latents[0, 0].numel() * batch_size
         return StepOutput(loss=loss, logs=logs, num_samples=batch_size, num_tokens=tokens)
+
+    def _prompts(self, batch: dict[str, Any], drop_text: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """The batch's prompts with the dropped ones replaced by the empty prompt, and the empty prompt itself.
+
+        Returns ``text [B, L, D]``, ``text_mask [B, L]``, ``pooled [B, Dp]`` (or None) and ``empty_text [L, D]``,
+        ``empty_mask [L]``, ``empty_pooled [Dp]`` (or None), padded to one length ``L``.
+        """
+        text, text_mask = batch["text"], batch["text_mask"]
+        device = text.device
+        empty = self.empty_prompt["text"].to(device=device, dtype=text.dtype)
+        if empty.shape[0] > text.shape[1]:
+            text = nn.functional.pad(text, (0, 0, 0, empty.shape[0] - text.shape[1]))
+            text_mask = nn.functional.pad(text_mask, (0, empty.shape[0] - text_mask.shape[1]))
+        empty_text = torch.zeros_like(text[0])
+        empty_text[: empty.shape[0]] = empty
+        empty_mask = torch.zeros_like(text_mask[0])
+        empty_mask[: empty.shape[0]] = 1
+        text = torch.where(drop_text.view(-1, 1, 1), empty_text, text)
+        text_mask = torch.where(drop_text.view(-1, 1), empty_mask, text_mask)
+        pooled = batch.get("pooled")
+        empty_pooled = None
+        if pooled is not None:
+            empty_pooled = self.empty_prompt["pooled"].to(device=device, dtype=pooled.dtype)
+            pooled = torch.where(drop_text.view(-1, 1), empty_pooled, pooled)
+        return {
+            "text": text,
+            "text_mask": text_mask,
+            "pooled": pooled,
+            "empty_text": empty_text,
+            "empty_mask": empty_mask,
+            "empty_pooled": empty_pooled,
+        }
+
+    @torch.no_grad()
+    def _rollout(
+        self,
+        model: nn.Module,
+        path: PathSample,
+        prompts: dict[str, torch.Tensor | None],
+        condition: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> tuple[PathSample, dict[str, float]]:
+        """Scheduled sampling (``task.rollout_*``): ``path`` with some rows' ``x_t`` reached by the model's own guided
+        Euler steps from a higher noise level, and their targets the velocity from there to the true ``x_0``.
+
+        Returns the new path and logs: the share of rows rolled out and ``rollout_drift``, the RMS of how far the
+        rolled-out targets moved from the forward path's, relative to the targets' RMS (0 for a perfect model).
+        """
+        task = self.task
+        batch_size, device = path.x_0.shape[0], path.x_0.device
+        # Both draws cover every row so the generator's stream does not depend on which rows roll out.
+        use = torch.rand(batch_size, generator=generator, device=device) < task.rollout_probability
+        fraction = torch.rand(batch_size, generator=generator, device=device)
+        rows = use.nonzero().flatten()
+        logs = {"rollout_fraction": use.float().mean().item()}
+        if not len(rows):
+            return path, logs
+        sigma = path.sigma[rows]
+        # delta <= sigma keeps the drift / sigma in the target within the size of the model's own velocity error.
+        start = (sigma + fraction[rows] * sigma.clamp(max=task.rollout_span)).clamp(max=task.sigma_range[1])
+        x_0, noise = path.x_0[rows], path.noise[rows]
+        x = sample_path(x_0, noise, start).x_t
+        count = len(rows)
+        text = torch.cat([prompts["text"][rows], prompts["empty_text"].expand(count, -1, -1)])
+        text_mask = torch.cat([prompts["text_mask"][rows], prompts["empty_mask"].expand(count, -1)])
+        pooled = prompts["pooled"]
+        if pooled is not None:
+            pooled = torch.cat([pooled[rows], prompts["empty_pooled"].expand(count, -1)])
+        if condition is not None:
+            condition = torch.cat([condition[rows], condition[rows]])
+        for step in range(task.rollout_steps):
+            level = start + (sigma - start) * step / task.rollout_steps
+            next_level = start + (sigma - start) * (step + 1) / task.rollout_steps
+            velocity = model(
+                hidden_states=torch.cat([x, x]),
+                timestep=torch.cat([level, level]) * 1000.0,
+                encoder_hidden_states=text,
+                encoder_attention_mask=text_mask,
+                pooled_projections=pooled,
+                condition=condition,
+            )
+            conditional, unconditional = velocity.chunk(2)
+            guided = classifier_free_guidance(conditional, unconditional, task.rollout_guidance)
+            x = x + expand_sigma(next_level - level, x) * guided
+        target = (x - x_0) / expand_sigma(sigma, x)
+        moved = (target - path.target[rows]).square().mean() / path.target[rows].square().mean().clamp_min(1e-12)
+        logs["rollout_drift"] = moved.sqrt().item()
+        x_t, targets = path.x_t.clone(), path.target.clone()
+        x_t[rows] = x.to(x_t.dtype)
+        targets[rows] = target.to(targets.dtype)
+        return replace(path, x_t=x_t, target=targets), logs
 
     def _shape_contrast(
         self,
@@ -320,10 +406,10 @@ class FlowMatchingObjective:
         return hinge.mean(), gap.mean().item()
 
     def _packed(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
-        if self.shape_contrast is not None or self.decoder_loss is not None:
+        if self.shape_contrast is not None or self.decoder_loss is not None or self.task.rollout_probability > 0:
             raise ValueError(
-                "task.shape_contrast_weight > 0 and task.decoder_loss_weight > 0 need data.batching: bucket, not packed"
-                " batches"
+                "task.shape_contrast_weight > 0, task.decoder_loss_weight > 0 and task.rollout_probability > 0 need"
+                " data.batching: bucket, not packed batches"
             )
         latents: list[torch.Tensor] = batch["latents"]
         count, device = len(latents), latents[0].device

@@ -212,7 +212,7 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     accelerator = accelerator or make_accelerator(config.train)
     seed_everything(config.train.seed)
     cache_dir = prepare_latent_cache(config, accelerator)
-    for term in ("shape_contrast_weight", "decoder_loss_weight"):
+    for term in ("shape_contrast_weight", "decoder_loss_weight", "rollout_probability"):
         if getattr(config.task, term) > 0 and config.data.batching != "bucket":
             raise ValueError(f"task.{term} > 0 needs data.batching: bucket; this recipe has {config.data.batching!r}")
     shape_contrast = decoder_loss = None

@@ -10,6 +10,7 @@ import torch
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as WEIGHTS_NAME
 from safetensors.torch import load_file
 
+from seedkit.flow import sample_path
 from seedkit.training.checkpoint import checkpoint_dir
 from seedkit.training.config import RecipeConfig, TaskConfig, load_config
 from seedkit.training.objectives import (
@@ -304,6 +305,74 @@ def test_decoder_loss_adds_its_weighted_term_on_text_to_video_rows():
         objective(model, {"latents": [torch.zeros(channels, 3, 4, 4)], "text": [torch.zeros(2, 32)]}, torch.Generator())
 
 
+class PointMassVelocity(torch.nn.Module):
+    """The exact velocity field of data that is one point ``x_0``: ``(x - x_0) / sigma``, whatever the caption."""
+
+    def __init__(self, x_0: torch.Tensor) -> None:
+        super().__init__()
+        self.x_0 = x_0
+
+    def forward(self, hidden_states, timestep, **kwargs):
+        return (hidden_states - self.x_0) / (timestep / 1000.0).view(-1, 1, 1, 1, 1)
+
+
+def rollout_inputs(objective, sigma, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x_0, noise = torch.randn(len(sigma), 8, 3, 2, 4, generator=generator), torch.randn(len(sigma), 8, 3, 2, 4)
+    batch = {"text": torch.randn(len(sigma), 2, 32), "text_mask": torch.ones(len(sigma), 2)}
+    prompts = objective._prompts(batch, torch.zeros(len(sigma), dtype=torch.bool))
+    return sample_path(x_0, noise, sigma), prompts
+
+
+def test_rollout_of_a_model_that_stands_still_starts_each_row_higher_up_its_path():
+    task = TaskConfig(rollout_probability=1.0, rollout_span=0.2, rollout_steps=3, sigma_range=[0.0, 0.6])
+    objective = FlowMatchingObjective(task, {"text": torch.zeros(1, 32)}, 0)
+    sigma = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.5, 0.59])
+    path, prompts = rollout_inputs(objective, sigma)
+    still = CaptionBlindModel()
+    still.scale.data.zero_()
+    rolled, logs = objective._rollout(still, path, prompts, None, torch.Generator().manual_seed(0))
+    # zero velocity: the rows stay where they were noised to, the start level, and the target points from there to
+    # the clean sample in the time sigma that is left
+    direction = (path.noise - path.x_0).flatten(1)
+    start = ((rolled.x_t - path.x_0).flatten(1) * direction).sum(1) / direction.square().sum(1)
+    torch.testing.assert_close(rolled.x_t, sample_path(path.x_0, path.noise, start).x_t)
+    torch.testing.assert_close(rolled.target, (rolled.x_t - path.x_0) / sigma.view(-1, 1, 1, 1, 1))
+    assert (start > sigma).all() and (start - sigma <= sigma.clamp(max=0.2) + 1e-5).all()
+    assert (start <= 0.6 + 1e-5).all() and logs["rollout_fraction"] == 1.0 and logs["rollout_drift"] > 0
+
+
+def test_rollout_of_the_exact_velocity_field_stays_on_the_forward_path():
+    task = TaskConfig(rollout_probability=0.5, rollout_steps=4, rollout_guidance=5.0)
+    objective = FlowMatchingObjective(task, {"text": torch.zeros(1, 32)}, 0)
+    sigma = torch.linspace(0.05, 0.95, 16)
+    path, prompts = rollout_inputs(objective, sigma)
+    path.x_0[:] = path.x_0[:1]  # one data point, so the exact field is known in closed form
+    path = sample_path(path.x_0, path.noise, sigma)
+    rolled, logs = objective._rollout(PointMassVelocity(path.x_0[:1]), path, prompts, None, torch.Generator())
+    # Euler steps along a straight path are exact: the rolled-out rows land on the forward path, targets unchanged
+    torch.testing.assert_close(rolled.x_t, path.x_t, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(rolled.target, path.target, rtol=1e-4, atol=1e-4)
+    assert 0 < logs["rollout_fraction"] < 1 and logs["rollout_drift"] < 1e-4
+
+
+def test_rollout_targets_train_a_model_that_drifts():
+    torch.manual_seed(0)
+    model = TransformerTrainingWrapper(build_transformer(load_config(None, ["model.flavor=debug"]))).eval()
+    task = TaskConfig(text_dropout=0.2, i2v_probability=0.5, rollout_probability=0.5)
+    objective = FlowMatchingObjective(task, {"text": torch.randn(1, 32)}, 9)
+    plain = FlowMatchingObjective(TaskConfig(text_dropout=0.2, i2v_probability=0.5), {"text": torch.randn(1, 32)}, 9)
+    batch = {"latents": torch.randn(4, 8, 3, 2, 4), "text": torch.randn(4, 5, 32), "text_mask": torch.ones(4, 5)}
+    output = objective(model, batch, torch.Generator().manual_seed(3))
+    reference = plain(model, batch, torch.Generator().manual_seed(3))
+    assert output.logs["rollout_fraction"] > 0 and output.logs["rollout_drift"] > 0
+    assert not torch.allclose(output.loss, reference.loss)
+    output.loss.backward()  # the rollout itself takes no gradients; the step on its result does
+    assert all(parameter.grad is not None for parameter in model.parameters() if parameter.requires_grad)
+    with pytest.raises(ValueError, match="bucket"):
+        objective(model, {"latents": [torch.zeros(8, 3, 2, 4)], "text": [torch.zeros(2, 32)]}, torch.Generator())
+
+
 def test_resolution_shift_draws_noisier_levels_for_longer_sequences():
     objective = FlowMatchingObjective(TaskConfig(resolution_shift=True), {"text": torch.zeros(1, 4)}, 0)
     small, large = torch.Size([8, 1, 2, 2]), torch.Size([8, 9, 64, 64])
@@ -508,6 +577,7 @@ def test_recipe_motions_trains_on_the_matching_cache_items_only(tmp_path, data_d
         ("task.shape_contrast_weight=1.0", ("data.captions_per_clip=2", "data.data_dir={tmp}/shapes",
                                              "data.cache_dir={tmp}/cache")),
         ("task.decoder_loss_weight=2.0", ()),
+        ("task.rollout_probability=0.5", ()),
     ],
 )
 def test_extra_loss_terms_train_and_resume_exactly(tmp_path, data_dirs, term, setup):
