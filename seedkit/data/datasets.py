@@ -86,7 +86,8 @@ def collate_latents(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     """Stack same-shape latents; pad the prompts to the longest one.
 
     Returns ``latents [B, C, F, H, W]``, ``text [B, L, D]``, ``text_mask [B, L]`` (1 keep), ``pooled [B, Dp]``
-    when the cache has pooled vectors and ``caption`` (a list of strings) when the items carry captions.
+    when the cache has pooled vectors, ``caption`` (a list of strings) when the items carry captions and
+    ``dispreferred [B, C, F, H, W]`` when they carry preference partners.
     """
     shapes = {tuple(item["latents"].shape) for item in items}
     if len(shapes) != 1:
@@ -97,6 +98,8 @@ def collate_latents(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
         batch["pooled"] = torch.stack([item["pooled"] for item in items])
     if "caption" in items[0]:
         batch["caption"] = [item["caption"] for item in items]
+    if "dispreferred" in items[0]:  # preference pairs (seedkit.training.recipes.SelfPlayPairs), same shape as latents
+        batch["dispreferred"] = torch.stack([item["dispreferred"] for item in items])
     return batch
 
 

@@ -164,6 +164,20 @@ class TaskConfig:
     rollout_span: float = 0.2
     rollout_steps: int = 3
     rollout_guidance: float = 5.0
+    # > 0: train with Diffusion-DPO on self-play pairs instead of the flow-matching loss
+    # (seedkit.post_training.diffusion_dpo; Wallace et al. 2024, pairs as in Yuan et al. 2024's SPIN-Diffusion).
+    # Before training, dpo_pairs cache items each get a dispreferred partner: the starting weights' own sample, SDEdit
+    # from the item noised to a level drawn from dpo_start_range, in dpo_sample_steps Euler steps guided at
+    # dpo_guidance (stored in <output_dir>/self_play_pairs.safetensors, made once). The run then trains on those
+    # items only, with a frozen copy of the starting weights as the DPO reference; dpo_beta is the DPO KL weight,
+    # dpo_sft_weight adds the plain flow-matching loss on the data side to keep its fit from drifting.
+    # Conditional prompts only (no text dropout), text-to-video only; bucket batching only.
+    dpo_beta: float = 0.0
+    dpo_pairs: int = 512
+    dpo_start_range: list[float] = field(default_factory=lambda: [0.3, 0.6])
+    dpo_sample_steps: int = 10
+    dpo_guidance: float = 5.0
+    dpo_sft_weight: float = 1.0
 
 
 @dataclass

@@ -19,7 +19,7 @@ All randomness comes from the trainer's generator.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -242,7 +242,7 @@ class FlowMatchingObjective:
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
         path = sample_path(latents, noise, sigma)
 
-        prompts = self._prompts(batch, drop_text)
+        prompts = self.prompt_inputs(batch, drop_text)
         text, text_mask, pooled = prompts["text"], prompts["text_mask"], prompts["pooled"]
 
         condition = first_frame_condition(latents, use_i2v) if self.condition_channels else None
@@ -277,7 +277,7 @@ class FlowMatchingObjective:
         tokens = latents[0, 0].numel() * batch_size
         return StepOutput(loss=loss, logs=logs, num_samples=batch_size, num_tokens=tokens)
 
-    def _prompts(self, batch: dict[str, Any], drop_text: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def prompt_inputs(self, batch: dict[str, Any], drop_text: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """The batch's prompts with the dropped ones replaced by the empty prompt, and the empty prompt itself.
 
         Returns ``text [B, L, D]``, ``text_mask [B, L]``, ``pooled [B, Dp]`` (or None) and ``empty_text [L, D]``,
@@ -309,6 +309,34 @@ class FlowMatchingObjective:
             "empty_pooled": empty_pooled,
         }
 
+    def guided_velocity(
+        self,
+        model: nn.Module,
+        prompts: dict[str, torch.Tensor | None],
+        condition: torch.Tensor | None,
+        guidance_scale: float,
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``velocity(x [B, ...], sigma [B]) -> [B, ...]``: ``model``'s classifier-free-guided velocity for the rows of
+        ``prompts`` (as :meth:`prompt_inputs` returns them) and ``condition`` (``[B, C + 1, F, H, W]`` or None), the
+        conditional and unconditional halves in one batch, as the pipelines sample."""
+        count = prompts["text"].shape[0]
+        inputs = {
+            "encoder_hidden_states": torch.cat([prompts["text"], prompts["empty_text"].expand(count, -1, -1)]),
+            "encoder_attention_mask": torch.cat([prompts["text_mask"], prompts["empty_mask"].expand(count, -1)]),
+            "pooled_projections": None,
+            "condition": None if condition is None else torch.cat([condition, condition]),
+        }
+        if prompts["pooled"] is not None:
+            inputs["pooled_projections"] = torch.cat([prompts["pooled"], prompts["empty_pooled"].expand(count, -1)])
+
+        def velocity(sample: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            sample, sigma = torch.cat([sample, sample]), torch.cat([sigma, sigma])
+            both = model(hidden_states=sample, timestep=sigma * 1000.0, **inputs)
+            conditional, unconditional = both.chunk(2)
+            return classifier_free_guidance(conditional, unconditional, guidance_scale)
+
+        return velocity
+
     @torch.no_grad()
     def _rollout(
         self,
@@ -338,28 +366,15 @@ class FlowMatchingObjective:
         start = (sigma + fraction[rows] * sigma.clamp(max=task.rollout_span)).clamp(max=task.sigma_range[1])
         x_0, noise = path.x_0[rows], path.noise[rows]
         x = sample_path(x_0, noise, start).x_t
-        count = len(rows)
-        text = torch.cat([prompts["text"][rows], prompts["empty_text"].expand(count, -1, -1)])
-        text_mask = torch.cat([prompts["text_mask"][rows], prompts["empty_mask"].expand(count, -1)])
-        pooled = prompts["pooled"]
-        if pooled is not None:
-            pooled = torch.cat([pooled[rows], prompts["empty_pooled"].expand(count, -1)])
-        if condition is not None:
-            condition = torch.cat([condition[rows], condition[rows]])
+        rows_prompts = {name: value if name.startswith("empty") or value is None else value[rows]
+                        for name, value in prompts.items()}
+        velocity = self.guided_velocity(
+            model, rows_prompts, None if condition is None else condition[rows], task.rollout_guidance
+        )
         for step in range(task.rollout_steps):
             level = start + (sigma - start) * step / task.rollout_steps
             next_level = start + (sigma - start) * (step + 1) / task.rollout_steps
-            velocity = model(
-                hidden_states=torch.cat([x, x]),
-                timestep=torch.cat([level, level]) * 1000.0,
-                encoder_hidden_states=text,
-                encoder_attention_mask=text_mask,
-                pooled_projections=pooled,
-                condition=condition,
-            )
-            conditional, unconditional = velocity.chunk(2)
-            guided = classifier_free_guidance(conditional, unconditional, task.rollout_guidance)
-            x = x + expand_sigma(next_level - level, x) * guided
+            x = x + expand_sigma(next_level - level, x) * velocity(x, level)
         target = (x - x_0) / expand_sigma(sigma, x)
         moved = (target - path.target[rows]).square().mean() / path.target[rows].square().mean().clamp_min(1e-12)
         logs["rollout_drift"] = moved.sqrt().item()
@@ -447,4 +462,76 @@ class FlowMatchingObjective:
             logs={"i2v_fraction": use_i2v.float().mean().item(), "text_dropout": drop_text.float().mean().item()},
             num_samples=count,
             num_tokens=sum(sample[0].numel() for sample in latents),
+        )
+
+
+class SelfPlayDPOObjective(FlowMatchingObjective):
+    """Diffusion-DPO on self-play pairs (``task.dpo_*``): ``objective(model, batch, generator) -> StepOutput``.
+
+    Batches carry ``dispreferred`` ``[B, C, F, H, W]`` next to ``latents`` (see
+    :class:`seedkit.training.recipes.SelfPlayPairs`). Both sides are
+    noised to one level with one noise; the trained model and the frozen ``reference`` predict both, and the loss is
+    :func:`seedkit.post_training.diffusion_dpo.flow_dpo_loss` plus ``task.dpo_sft_weight`` times the flow-matching loss
+    on the data side. Every row is a conditional text-to-video example: the pairs were sampled that way.
+
+    Args:
+        reference: the frozen starting weights, wrapped like the model (:class:`TransformerTrainingWrapper`).
+    """
+
+    def __init__(
+        self,
+        task: TaskConfig,
+        empty_prompt: dict[str, torch.Tensor],
+        condition_channels: int,
+        reference: nn.Module,
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+    ) -> None:
+        super().__init__(task, empty_prompt, condition_channels, patch_size)
+        self.reference = reference.eval().requires_grad_(False)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
+        if isinstance(batch["latents"], list):
+            raise ValueError("task.dpo_beta > 0 needs data.batching: bucket, not packed batches")
+        from seedkit.post_training.diffusion_dpo import flow_dpo_loss
+
+        preferred, dispreferred = batch["latents"], batch["dispreferred"]
+        batch_size, device = preferred.shape[0], preferred.device
+        sigma, _, _ = self._draws([preferred.shape[1:]] * batch_size, generator, device)
+        noise = torch.randn(preferred.shape, generator=generator, device=device, dtype=preferred.dtype)
+        path_preferred = sample_path(preferred, noise, sigma)
+        path_dispreferred = sample_path(dispreferred, noise, sigma)
+        prompts = self.prompt_inputs(batch, torch.zeros(batch_size, dtype=torch.bool, device=device))
+        no_frame = torch.zeros(2 * batch_size, dtype=torch.bool, device=device)
+        both = torch.cat([preferred, dispreferred])
+        inputs = {
+            "hidden_states": torch.cat([path_preferred.x_t, path_dispreferred.x_t]),
+            "timestep": torch.cat([path_preferred.timestep, path_dispreferred.timestep]),
+            "encoder_hidden_states": torch.cat([prompts["text"], prompts["text"]]),
+            "encoder_attention_mask": torch.cat([prompts["text_mask"], prompts["text_mask"]]),
+            "pooled_projections": None if prompts["pooled"] is None else torch.cat([prompts["pooled"]] * 2),
+            "condition": first_frame_condition(both, no_frame) if self.condition_channels else None,
+        }
+        policy_preferred, policy_dispreferred = model(**inputs).chunk(2)
+        with torch.no_grad():
+            reference_preferred, reference_dispreferred = self.reference(**inputs).chunk(2)
+        preference = flow_dpo_loss(
+            policy_preferred,
+            policy_dispreferred,
+            reference_preferred,
+            reference_dispreferred,
+            path_preferred.target,
+            path_dispreferred.target,
+            beta=self.task.dpo_beta,
+        )
+        fit = flow_matching_loss(policy_preferred, path_preferred.target).loss
+        logs = {
+            "dpo_loss": preference.loss.item(),
+            "dpo_accuracy": preference.accuracy,
+            "dpo_margin": preference.margin.mean().item(),
+            "preferred_error": preference.policy_preferred_error.mean().item(),
+            "dispreferred_error": preference.policy_dispreferred_error.mean().item(),
+        }
+        tokens = preferred[0, 0].numel() * batch_size
+        return StepOutput(
+            loss=preference.loss + self.task.dpo_sft_weight * fit, logs=logs, num_samples=batch_size, num_tokens=tokens
         )

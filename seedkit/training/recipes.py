@@ -9,12 +9,18 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections import defaultdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from seedkit.data.buckets import BucketBatchSampler, BucketSet
 from seedkit.data.datasets import EpochKeyedBatchSampler, LatentDataset, collate_latents, collate_packed
@@ -28,8 +34,10 @@ from .config import RecipeConfig, from_flat_dict, to_flat_dict
 from .objectives import (
     DecodedFrameLoss,
     FlowMatchingObjective,
+    SelfPlayDPOObjective,
     ShapeWordContrast,
     TransformerTrainingWrapper,
+    first_frame_condition,
     load_wrapped_state,
 )
 from .trainer import Trainer, make_accelerator, seed_everything
@@ -208,11 +216,95 @@ def make_batch_sampler(
     raise ValueError(f"unknown data.batching {data.batching!r}; valid values: {BATCHING_MODES}")
 
 
+SELF_PLAY_PAIRS = "self_play_pairs.safetensors"
+
+
+class SelfPlayPairs(Dataset):
+    """A :class:`LatentDataset` whose items also carry ``dispreferred`` ``[C, f, h, w]``, their self-play partner.
+
+    Args:
+        dataset: the paired items (keys and bucket keys as the dataset's own).
+        pairs: ``{cache record id: dispreferred latents}`` (:func:`build_self_play_pairs`).
+    """
+
+    def __init__(self, dataset: LatentDataset, pairs: dict[str, torch.Tensor]) -> None:
+        self.dataset = dataset
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        item = self.dataset[key]
+        position = int(key[0]) if isinstance(key, tuple) else int(key)
+        item["dispreferred"] = self.pairs[self.dataset.cache.manifest[self.dataset.indices[position]].id]
+        return item
+
+    def bucket_keys(self) -> list[tuple[int, int, int]]:
+        return self.dataset.bucket_keys()
+
+
+def self_play_ids(config: RecipeConfig, dataset: LatentDataset) -> set[str]:
+    """The record ids of the ``task.dpo_pairs`` cache items (of those ``dataset`` keeps) that get a partner."""
+    rng = np.random.default_rng(config.train.seed)
+    count = min(config.task.dpo_pairs, len(dataset))
+    chosen = rng.choice(len(dataset), size=count, replace=False)
+    return {dataset.cache.manifest[dataset.indices[int(position)]].id for position in chosen}
+
+
+def build_self_play_pairs(
+    config: RecipeConfig,
+    dataset: LatentDataset,
+    reference: torch.nn.Module,
+    objective: FlowMatchingObjective,
+    accelerator: Accelerator,
+) -> dict[str, torch.Tensor]:
+    """``{record id: dispreferred latents}`` for every item of ``dataset``: the reference's guided SDEdit of it
+    (``task.dpo_*``), made once on the main process into ``<output_dir>/self_play_pairs.safetensors``."""
+    from seedkit.post_training.diffusion_dpo import self_play_sample
+
+    task = config.task
+    path = Path(config.train.output_dir) / SELF_PLAY_PAIRS
+    with accelerator.main_process_first():
+        if accelerator.is_main_process and not path.exists():
+            generator = torch.Generator(accelerator.device).manual_seed(config.train.seed)
+            by_shape = defaultdict(list)
+            for position, key in enumerate(dataset.bucket_keys()):
+                by_shape[key].append(position)
+            batches = [
+                positions[first : first + config.data.cache_batch_size]
+                for positions in by_shape.values()
+                for first in range(0, len(positions), config.data.cache_batch_size)
+            ]
+            pairs = {}
+            for part in tqdm(batches, desc="self-play pairs", unit="batch"):
+                batch = collate_latents([dataset[position] for position in part])
+                batch = {name: value.to(accelerator.device) for name, value in batch.items()}
+                latents = batch["latents"]
+                nobody = torch.zeros(len(part), dtype=torch.bool, device=latents.device)
+                # all-zero condition: no frame given; no prompt dropped
+                condition = first_frame_condition(latents, nobody) if objective.condition_channels else None
+                prompts = objective.prompt_inputs(batch, nobody)
+                velocity = objective.guided_velocity(reference, prompts, condition, task.dpo_guidance)
+                low, high = task.dpo_start_range
+                start = low + (high - low) * torch.rand(len(part), generator=generator, device=latents.device)
+                noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+                samples = self_play_sample(velocity, latents, noise, start, task.dpo_sample_steps)
+                for row, position in enumerate(part):
+                    record_id = dataset.cache.manifest[dataset.indices[position]].id
+                    pairs[record_id] = samples[row].cpu().contiguous()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            save_file(pairs, str(partial))
+            partial.rename(path)
+    return load_file(str(path))
+
+
 def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | None = None) -> Trainer:
     accelerator = accelerator or make_accelerator(config.train)
     seed_everything(config.train.seed)
     cache_dir = prepare_latent_cache(config, accelerator)
-    for term in ("shape_contrast_weight", "decoder_loss_weight", "rollout_probability"):
+    for term in ("shape_contrast_weight", "decoder_loss_weight", "rollout_probability", "dpo_beta"):
         if getattr(config.task, term) > 0 and config.data.batching != "bucket":
             raise ValueError(f"task.{term} > 0 needs data.batching: bucket; this recipe has {config.data.batching!r}")
     shape_contrast = decoder_loss = None
@@ -232,19 +324,38 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
         with_captions=shape_contrast is not None,
     )
     transformer = build_transformer(config)
+    if config.task.dpo_beta > 0:
+        others = [term for term in ("shape_contrast_weight", "decoder_loss_weight", "rollout_probability")
+                  if getattr(config.task, term) > 0]
+        if others:
+            raise ValueError(
+                f"task.dpo_beta > 0 replaces the flow-matching loss; it does not combine with task.{others[0]}"
+            )
+        paired = self_play_ids(config, dataset)
+        dataset = LatentDataset(cache_dir, seed=config.train.seed, keep=lambda record: record.id in paired)
+        reference = TransformerTrainingWrapper(copy.deepcopy(transformer)).to(accelerator.device)
+        objective = SelfPlayDPOObjective(
+            config.task,
+            dataset.empty_prompt(),
+            transformer.config.condition_channels,
+            reference,
+            transformer.config.patch_size,
+        )
+        dataset = SelfPlayPairs(dataset, build_self_play_pairs(config, dataset, reference, objective, accelerator))
+    else:
+        objective = FlowMatchingObjective(
+            config.task,
+            dataset.empty_prompt(),
+            transformer.config.condition_channels,
+            transformer.config.patch_size,
+            shape_contrast=shape_contrast,
+            decoder_loss=decoder_loss,
+        )
     sampler, collate = make_batch_sampler(
         config, dataset, transformer.config.patch_size, accelerator.num_processes, accelerator.process_index
     )
     # (index, epoch) keys: samples with several cached captions show a different one each epoch.
     sampler = EpochKeyedBatchSampler(sampler)
-    objective = FlowMatchingObjective(
-        config.task,
-        dataset.empty_prompt(),
-        transformer.config.condition_channels,
-        transformer.config.patch_size,
-        shape_contrast=shape_contrast,
-        decoder_loss=decoder_loss,
-    )
     validation = None
     if config.validation.every > 0:
         validation = ValidationSampler(

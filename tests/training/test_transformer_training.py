@@ -16,6 +16,7 @@ from seedkit.training.config import RecipeConfig, TaskConfig, load_config
 from seedkit.training.objectives import (
     DecodedFrameLoss,
     FlowMatchingObjective,
+    SelfPlayDPOObjective,
     ShapeWordContrast,
     TransformerTrainingWrapper,
     first_frame_condition,
@@ -23,6 +24,7 @@ from seedkit.training.objectives import (
 )
 from seedkit.training.recipes import (
     GROWABLE_TRANSFORMER_KEYS,
+    SELF_PLAY_PAIRS,
     build_transformer,
     build_transformer_trainer,
     build_vae,
@@ -320,7 +322,7 @@ def rollout_inputs(objective, sigma, seed=0):
     generator = torch.Generator().manual_seed(seed)
     x_0, noise = torch.randn(len(sigma), 8, 3, 2, 4, generator=generator), torch.randn(len(sigma), 8, 3, 2, 4)
     batch = {"text": torch.randn(len(sigma), 2, 32), "text_mask": torch.ones(len(sigma), 2)}
-    prompts = objective._prompts(batch, torch.zeros(len(sigma), dtype=torch.bool))
+    prompts = objective.prompt_inputs(batch, torch.zeros(len(sigma), dtype=torch.bool))
     return sample_path(x_0, noise, sigma), prompts
 
 
@@ -371,6 +373,52 @@ def test_rollout_targets_train_a_model_that_drifts():
     assert all(parameter.grad is not None for parameter in model.parameters() if parameter.requires_grad)
     with pytest.raises(ValueError, match="bucket"):
         objective(model, {"latents": [torch.zeros(8, 3, 2, 4)], "text": [torch.zeros(2, 32)]}, torch.Generator())
+
+
+DPO_OVERRIDES = ("task.dpo_beta=100.0", "task.dpo_pairs=6", "task.dpo_sample_steps=2")
+
+
+def test_self_play_dpo_pairs_items_once_trains_and_resumes_exactly(tmp_path, data_dirs):
+    straight, resumed = train_straight_and_resumed(tmp_path, data_dirs, *DPO_OVERRIDES)
+    assert len(straight.dataset) == 6  # only the paired items of the 8 in the cache
+    pairs = load_file(tmp_path / "a" / SELF_PLAY_PAIRS)
+    item = straight.dataset[0]
+    record_id = straight.dataset.dataset.cache.manifest[straight.dataset.dataset.indices[0]].id
+    assert len(pairs) == 6 and torch.equal(item["dispreferred"], pairs[record_id])
+    assert item["dispreferred"].shape == item["latents"].shape
+    assert not torch.equal(item["dispreferred"], item["latents"])
+    # the resumed run read the pairs its first half wrote instead of sampling new ones
+    assert load_file(tmp_path / "b" / SELF_PLAY_PAIRS).keys() == pairs.keys()
+    for (name, a), b in zip(straight.unwrapped_model.named_parameters(), resumed.unwrapped_model.parameters()):
+        assert torch.equal(a, b), name
+    # the reference stays the starting weights while the trained model moves away from them
+    reference = straight.objective.reference.state_dict()
+    start = build_transformer_trainer(recipe(tmp_path / "c", data_dirs, *DPO_OVERRIDES)).unwrapped_model.state_dict()
+    assert all(torch.equal(reference[name], start[name]) for name in reference)
+    trained = straight.unwrapped_model.state_dict()
+    assert any(not torch.equal(reference[name], trained[name]) for name in reference)
+    with pytest.raises(ValueError, match="does not combine"):
+        build_transformer_trainer(recipe(tmp_path / "d", data_dirs, *DPO_OVERRIDES, "task.rollout_probability=0.5"))
+    with pytest.raises(ValueError, match="bucket"):
+        build_transformer_trainer(recipe(tmp_path / "e", data_dirs, *DPO_OVERRIDES, "data.batching=pack"))
+
+
+def test_self_play_dpo_objective_starts_at_log_two_and_adds_the_data_fit():
+    torch.manual_seed(0)
+    model = TransformerTrainingWrapper(build_transformer(load_config(None, ["model.flavor=debug"])))
+    reference = TransformerTrainingWrapper(build_transformer(load_config(None, ["model.flavor=debug"])))
+    reference.load_state_dict(model.state_dict())
+    task = TaskConfig(dpo_beta=50.0, dpo_sft_weight=2.0)
+    objective = SelfPlayDPOObjective(task, {"text": torch.randn(1, 32)}, 9, reference)
+    latents = torch.randn(3, 8, 3, 2, 4)
+    batch = {"latents": latents, "dispreferred": latents + 0.3 * torch.randn_like(latents),
+             "text": torch.randn(3, 5, 32), "text_mask": torch.ones(3, 5)}
+    output = objective(model, batch, torch.Generator().manual_seed(0))
+    # a policy equal to its reference has margin 0: the DPO term is log 2 and the rest is the weighted data fit
+    assert output.logs["dpo_loss"] == pytest.approx(math.log(2.0)) and output.logs["dpo_accuracy"] == 0.0
+    assert output.loss.item() == pytest.approx(math.log(2.0) + 2.0 * output.logs["preferred_error"], rel=1e-5)
+    output.loss.backward()
+    assert all(parameter.grad is None for parameter in reference.parameters())
 
 
 def test_resolution_shift_draws_noisier_levels_for_longer_sequences():
