@@ -469,10 +469,10 @@ class SelfPlayDPOObjective(FlowMatchingObjective):
     """Diffusion-DPO on self-play pairs (``task.dpo_*``): ``objective(model, batch, generator) -> StepOutput``.
 
     Batches carry ``dispreferred`` ``[B, C, F, H, W]`` next to ``latents`` (see
-    :class:`seedkit.training.recipes.SelfPlayPairs`). Both sides are
-    noised to one level with one noise; the trained model and the frozen ``reference`` predict both, and the loss is
+    :class:`seedkit.training.recipes.SelfPlayPairs`). Both sides are noised to one level with one noise; the trained
+    model and the frozen ``reference`` predict both, and the loss is
     :func:`seedkit.post_training.diffusion_dpo.flow_dpo_loss` plus ``task.dpo_sft_weight`` times the flow-matching loss
-    on the data side. Every row is a conditional text-to-video example: the pairs were sampled that way.
+    on the data side. Every row is conditioned on its caption and on no frame: the pairs were sampled that way.
 
     Args:
         reference: the frozen starting weights, wrapped like the model (:class:`TransformerTrainingWrapper`).
