@@ -492,6 +492,7 @@ class SelfPlayDPOObjective(FlowMatchingObjective):
     def __call__(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
         if isinstance(batch["latents"], list):
             raise ValueError("task.dpo_beta > 0 needs data.batching: bucket, not packed batches")
+        # Imported here: seedkit.post_training's GRPO trainer imports seedkit.training, a cycle at module level.
         from seedkit.post_training.diffusion_dpo import flow_dpo_loss
 
         preferred, dispreferred = batch["latents"], batch["dispreferred"]

@@ -261,7 +261,7 @@ def build_self_play_pairs(
 ) -> dict[str, torch.Tensor]:
     """``{record id: dispreferred latents}`` for every item of ``dataset``: the reference's guided SDEdit of it
     (``task.dpo_*``), made once on the main process into ``<output_dir>/self_play_pairs.safetensors``."""
-    from seedkit.post_training.diffusion_dpo import self_play_sample
+    from seedkit.post_training.diffusion_dpo import self_play_sample  # a module-level import would be circular
 
     task = config.task
     path = Path(config.train.output_dir) / SELF_PLAY_PAIRS
@@ -297,7 +297,15 @@ def build_self_play_pairs(
             partial = path.with_suffix(".partial")
             save_file(pairs, str(partial))
             partial.rename(path)
-    return load_file(str(path))
+    pairs = load_file(str(path))
+    wanted = {dataset.cache.manifest[index].id for index in dataset.indices}
+    if not wanted <= pairs.keys():
+        raise ValueError(
+            f"{path} pairs other cache items than this run's task.dpo_pairs / train.seed choose "
+            f"({len(wanted - pairs.keys())} of {len(wanted)} missing); it belongs to another run's settings: delete "
+            "it to sample pairs again, or use another train.output_dir"
+        )
+    return pairs
 
 
 def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | None = None) -> Trainer:

@@ -397,6 +397,8 @@ def test_self_play_dpo_pairs_items_once_trains_and_resumes_exactly(tmp_path, dat
     assert all(torch.equal(reference[name], start[name]) for name in reference)
     trained = straight.unwrapped_model.state_dict()
     assert any(not torch.equal(reference[name], trained[name]) for name in reference)
+    with pytest.raises(ValueError, match="another run's settings"):  # the pairs on disk are of 6 items, not 7
+        build_transformer_trainer(recipe(tmp_path / "a", data_dirs, *DPO_OVERRIDES, "task.dpo_pairs=7"))
     with pytest.raises(ValueError, match="does not combine"):
         build_transformer_trainer(recipe(tmp_path / "d", data_dirs, *DPO_OVERRIDES, "task.rollout_probability=0.5"))
     with pytest.raises(ValueError, match="bucket"):
