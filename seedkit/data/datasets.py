@@ -69,6 +69,10 @@ class LatentDataset(Dataset):
             item["caption"] = self.cache.caption_text(index, caption)
         return item
 
+    def record_ids(self) -> list[str]:
+        """The manifest record id of every item, in the dataset's order."""
+        return [self.cache.manifest[index].id for index in self.indices]
+
     def bucket_keys(self) -> list[tuple[int, int, int]]:
         """Latent ``(frames, height, width)`` of every item, for :class:`~seedkit.data.buckets.BucketBatchSampler`."""
         return [tuple(self.cache.latent_shape(index)[1:]) for index in self.indices]  # type: ignore[misc]

@@ -171,7 +171,7 @@ class TaskConfig:
     # dpo_guidance (stored in <output_dir>/self_play_pairs.safetensors, made once). The run then trains on those
     # items only, with a frozen copy of the starting weights as the DPO reference; dpo_beta is the DPO KL weight,
     # dpo_sft_weight adds the plain flow-matching loss on the data side to keep its fit from drifting.
-    # Conditional prompts only (no text dropout), text-to-video only; bucket batching only.
+    # Conditional prompts only (no text dropout), no first-frame conditioning; bucket batching only.
     dpo_beta: float = 0.0
     dpo_pairs: int = 512
     dpo_start_range: list[float] = field(default_factory=lambda: [0.3, 0.6])

@@ -18,7 +18,7 @@ All randomness comes from the trainer's generator.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -39,6 +39,7 @@ from seedkit.flow import (
     velocity_to_x0,
 )
 from seedkit.flow.conditioning import frame_condition
+from seedkit.post_training.diffusion_dpo import flow_dpo_loss
 
 from .config import TaskConfig
 from .pixel_losses import foreground_weights, gradient_loss
@@ -172,6 +173,28 @@ class DecodedFrameLoss:
         return pixel + gradient_loss(decoded, target)
 
 
+@dataclass
+class PromptInputs:
+    """A batch's prompts (dropped ones already the empty prompt) and the empty prompt, padded to one length ``L``.
+
+    Attributes:
+        text: ``[B, L, D]``; text_mask: ``[B, L]``; pooled: ``[B, Dp]`` or None.
+        empty_text: ``[L, D]``; empty_mask: ``[L]``; empty_pooled: ``[Dp]`` or None.
+    """
+
+    text: torch.Tensor
+    text_mask: torch.Tensor
+    pooled: torch.Tensor | None
+    empty_text: torch.Tensor
+    empty_mask: torch.Tensor
+    empty_pooled: torch.Tensor | None
+
+    def select(self, rows: torch.Tensor) -> PromptInputs:
+        """The prompts of ``rows`` only (the empty prompt is the same for every row)."""
+        pooled = None if self.pooled is None else self.pooled[rows]
+        return replace(self, text=self.text[rows], text_mask=self.text_mask[rows], pooled=pooled)
+
+
 class FlowMatchingObjective:
     """``objective(model, batch, generator) -> StepOutput`` for a wrapped transformer.
 
@@ -243,7 +266,7 @@ class FlowMatchingObjective:
         path = sample_path(latents, noise, sigma)
 
         prompts = self.prompt_inputs(batch, drop_text)
-        text, text_mask, pooled = prompts["text"], prompts["text_mask"], prompts["pooled"]
+        text, text_mask, pooled = prompts.text, prompts.text_mask, prompts.pooled
 
         condition = first_frame_condition(latents, use_i2v) if self.condition_channels else None
         rollout_logs = {}
@@ -277,12 +300,8 @@ class FlowMatchingObjective:
         tokens = latents[0, 0].numel() * batch_size
         return StepOutput(loss=loss, logs=logs, num_samples=batch_size, num_tokens=tokens)
 
-    def prompt_inputs(self, batch: dict[str, Any], drop_text: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """The batch's prompts with the dropped ones replaced by the empty prompt, and the empty prompt itself.
-
-        Returns ``text [B, L, D]``, ``text_mask [B, L]``, ``pooled [B, Dp]`` (or None) and ``empty_text [L, D]``,
-        ``empty_mask [L]``, ``empty_pooled [Dp]`` (or None), padded to one length ``L``.
-        """
+    def prompt_inputs(self, batch: dict[str, Any], drop_text: torch.Tensor) -> PromptInputs:
+        """The batch's prompts with those ``drop_text`` marks replaced by the empty prompt, and the empty prompt."""
         text, text_mask = batch["text"], batch["text_mask"]
         device = text.device
         empty = self.empty_prompt["text"].to(device=device, dtype=text.dtype)
@@ -300,34 +319,27 @@ class FlowMatchingObjective:
         if pooled is not None:
             empty_pooled = self.empty_prompt["pooled"].to(device=device, dtype=pooled.dtype)
             pooled = torch.where(drop_text.view(-1, 1), empty_pooled, pooled)
-        return {
-            "text": text,
-            "text_mask": text_mask,
-            "pooled": pooled,
-            "empty_text": empty_text,
-            "empty_mask": empty_mask,
-            "empty_pooled": empty_pooled,
-        }
+        return PromptInputs(text, text_mask, pooled, empty_text, empty_mask, empty_pooled)
 
     def guided_velocity(
         self,
         model: nn.Module,
-        prompts: dict[str, torch.Tensor | None],
+        prompts: PromptInputs,
         condition: torch.Tensor | None,
         guidance_scale: float,
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``velocity(x [B, ...], sigma [B]) -> [B, ...]``: ``model``'s classifier-free-guided velocity for the rows of
-        ``prompts`` (as :meth:`prompt_inputs` returns them) and ``condition`` (``[B, C + 1, F, H, W]`` or None), the
-        conditional and unconditional halves in one batch, as the pipelines sample."""
-        count = prompts["text"].shape[0]
+        ``prompts`` and ``condition`` (``[B, C + 1, F, H, W]`` or None), the conditional and unconditional halves in
+        one batch, as the pipelines sample."""
+        count = prompts.text.shape[0]
         inputs = {
-            "encoder_hidden_states": torch.cat([prompts["text"], prompts["empty_text"].expand(count, -1, -1)]),
-            "encoder_attention_mask": torch.cat([prompts["text_mask"], prompts["empty_mask"].expand(count, -1)]),
+            "encoder_hidden_states": torch.cat([prompts.text, prompts.empty_text.expand(count, -1, -1)]),
+            "encoder_attention_mask": torch.cat([prompts.text_mask, prompts.empty_mask.expand(count, -1)]),
             "pooled_projections": None,
             "condition": None if condition is None else torch.cat([condition, condition]),
         }
-        if prompts["pooled"] is not None:
-            inputs["pooled_projections"] = torch.cat([prompts["pooled"], prompts["empty_pooled"].expand(count, -1)])
+        if prompts.pooled is not None:
+            inputs["pooled_projections"] = torch.cat([prompts.pooled, prompts.empty_pooled.expand(count, -1)])
 
         def velocity(sample: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             sample, sigma = torch.cat([sample, sample]), torch.cat([sigma, sigma])
@@ -342,7 +354,7 @@ class FlowMatchingObjective:
         self,
         model: nn.Module,
         path: PathSample,
-        prompts: dict[str, torch.Tensor | None],
+        prompts: PromptInputs,
         condition: torch.Tensor | None,
         generator: torch.Generator,
     ) -> tuple[PathSample, dict[str, float]]:
@@ -366,10 +378,8 @@ class FlowMatchingObjective:
         start = (sigma + fraction[rows] * sigma.clamp(max=task.rollout_span)).clamp(max=task.sigma_range[1])
         x_0, noise = path.x_0[rows], path.noise[rows]
         x = sample_path(x_0, noise, start).x_t
-        rows_prompts = {name: value if name.startswith("empty") or value is None else value[rows]
-                        for name, value in prompts.items()}
         velocity = self.guided_velocity(
-            model, rows_prompts, None if condition is None else condition[rows], task.rollout_guidance
+            model, prompts.select(rows), None if condition is None else condition[rows], task.rollout_guidance
         )
         for step in range(task.rollout_steps):
             level = start + (sigma - start) * step / task.rollout_steps
@@ -492,9 +502,6 @@ class SelfPlayDPOObjective(FlowMatchingObjective):
     def __call__(self, model: nn.Module, batch: dict[str, Any], generator: torch.Generator) -> StepOutput:
         if isinstance(batch["latents"], list):
             raise ValueError("task.dpo_beta > 0 needs data.batching: bucket, not packed batches")
-        # Imported here: seedkit.post_training's GRPO trainer imports seedkit.training, a cycle at module level.
-        from seedkit.post_training.diffusion_dpo import flow_dpo_loss
-
         preferred, dispreferred = batch["latents"], batch["dispreferred"]
         batch_size, device = preferred.shape[0], preferred.device
         sigma, _, _ = self._draws([preferred.shape[1:]] * batch_size, generator, device)
@@ -507,9 +514,9 @@ class SelfPlayDPOObjective(FlowMatchingObjective):
         inputs = {
             "hidden_states": torch.cat([path_preferred.x_t, path_dispreferred.x_t]),
             "timestep": torch.cat([path_preferred.timestep, path_dispreferred.timestep]),
-            "encoder_hidden_states": torch.cat([prompts["text"], prompts["text"]]),
-            "encoder_attention_mask": torch.cat([prompts["text_mask"], prompts["text_mask"]]),
-            "pooled_projections": None if prompts["pooled"] is None else torch.cat([prompts["pooled"]] * 2),
+            "encoder_hidden_states": torch.cat([prompts.text, prompts.text]),
+            "encoder_attention_mask": torch.cat([prompts.text_mask, prompts.text_mask]),
+            "pooled_projections": None if prompts.pooled is None else torch.cat([prompts.pooled, prompts.pooled]),
             "condition": first_frame_condition(both, no_frame) if self.condition_channels else None,
         }
         policy_preferred, policy_dispreferred = model(**inputs).chunk(2)

@@ -28,6 +28,7 @@ from seedkit.data.latent_cache import build_latent_cache
 from seedkit.data.manifest import ClipRecord, Manifest
 from seedkit.data.packing import PackedBatchSampler
 from seedkit.models import flavors
+from seedkit.post_training.diffusion_dpo import self_play_sample
 
 from .checkpoint import read_checkpoint
 from .config import RecipeConfig, from_flat_dict, to_flat_dict
@@ -230,6 +231,7 @@ class SelfPlayPairs(Dataset):
     def __init__(self, dataset: LatentDataset, pairs: dict[str, torch.Tensor]) -> None:
         self.dataset = dataset
         self.pairs = pairs
+        self.record_ids = dataset.record_ids()
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -237,7 +239,7 @@ class SelfPlayPairs(Dataset):
     def __getitem__(self, key: Any) -> dict[str, Any]:
         item = self.dataset[key]
         position = int(key[0]) if isinstance(key, tuple) else int(key)
-        item["dispreferred"] = self.pairs[self.dataset.cache.manifest[self.dataset.indices[position]].id]
+        item["dispreferred"] = self.pairs[self.record_ids[position]]
         return item
 
     def bucket_keys(self) -> list[tuple[int, int, int]]:
@@ -248,8 +250,8 @@ def self_play_ids(config: RecipeConfig, dataset: LatentDataset) -> set[str]:
     """The record ids of the ``task.dpo_pairs`` cache items (of those ``dataset`` keeps) that get a partner."""
     rng = np.random.default_rng(config.train.seed)
     count = min(config.task.dpo_pairs, len(dataset))
-    chosen = rng.choice(len(dataset), size=count, replace=False)
-    return {dataset.cache.manifest[dataset.indices[int(position)]].id for position in chosen}
+    record_ids = dataset.record_ids()
+    return {record_ids[int(position)] for position in rng.choice(len(dataset), size=count, replace=False)}
 
 
 def build_self_play_pairs(
@@ -261,10 +263,9 @@ def build_self_play_pairs(
 ) -> dict[str, torch.Tensor]:
     """``{record id: dispreferred latents}`` for every item of ``dataset``: the reference's guided SDEdit of it
     (``task.dpo_*``), made once on the main process into ``<output_dir>/self_play_pairs.safetensors``."""
-    from seedkit.post_training.diffusion_dpo import self_play_sample  # a module-level import would be circular
-
     task = config.task
     path = Path(config.train.output_dir) / SELF_PLAY_PAIRS
+    record_ids = dataset.record_ids()
     with accelerator.main_process_first():
         if accelerator.is_main_process and not path.exists():
             generator = torch.Generator(accelerator.device).manual_seed(config.train.seed)
@@ -291,14 +292,13 @@ def build_self_play_pairs(
                 noise = torch.randn(latents.shape, generator=generator, device=latents.device)
                 samples = self_play_sample(velocity, latents, noise, start, task.dpo_sample_steps)
                 for row, position in enumerate(part):
-                    record_id = dataset.cache.manifest[dataset.indices[position]].id
-                    pairs[record_id] = samples[row].cpu().contiguous()
+                    pairs[record_ids[position]] = samples[row].cpu().contiguous()
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".partial")
             save_file(pairs, str(partial))
             partial.rename(path)
     pairs = load_file(str(path))
-    wanted = {dataset.cache.manifest[index].id for index in dataset.indices}
+    wanted = set(record_ids)
     if not wanted <= pairs.keys():
         raise ValueError(
             f"{path} pairs other cache items than this run's task.dpo_pairs / train.seed choose "

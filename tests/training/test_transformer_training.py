@@ -383,7 +383,7 @@ def test_self_play_dpo_pairs_items_once_trains_and_resumes_exactly(tmp_path, dat
     assert len(straight.dataset) == 6  # only the paired items of the 8 in the cache
     pairs = load_file(tmp_path / "a" / SELF_PLAY_PAIRS)
     item = straight.dataset[0]
-    record_id = straight.dataset.dataset.cache.manifest[straight.dataset.dataset.indices[0]].id
+    record_id = straight.dataset.dataset.record_ids()[0]
     assert len(pairs) == 6 and torch.equal(item["dispreferred"], pairs[record_id])
     assert item["dispreferred"].shape == item["latents"].shape
     assert not torch.equal(item["dispreferred"], item["latents"])
