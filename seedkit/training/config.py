@@ -111,6 +111,8 @@ class DataConfig:
     # "still"); None trains on all. A curriculum stage: a motion word is learned far sooner from clips where it is
     # the thing to get right (directional clips only) than among still and bouncing ones.
     motions: list[str] | None = None
+    # The same for shapes: e.g. a fine-tune that shifts a model's prior away from the shape it over-produces.
+    shapes: list[str] | None = None
     buckets: list[list[int]] | None = None  # (F, H, W) pixel buckets clips are resized/cropped to before caching
     batching: str = "bucket"
     token_budget: int = 256

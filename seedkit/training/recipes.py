@@ -178,24 +178,29 @@ def prepare_latent_cache(config: RecipeConfig, accelerator: Accelerator) -> Path
     return cache_dir
 
 
-def motion_filter(motions: list[str] | None) -> Callable[[ClipRecord], bool] | None:
-    """A ``LatentDataset`` ``keep`` predicate: items whose every object moves in one of ``motions`` (``None``: all)."""
-    if motions is None:
+def scene_filter(motions: list[str] | None, shapes: list[str] | None) -> Callable[[ClipRecord], bool] | None:
+    """A ``LatentDataset`` ``keep`` predicate: items whose every object moves in one of ``motions`` and has one of
+    ``shapes`` (``None``: any; both ``None``: no predicate)."""
+    if motions is None and shapes is None:
         return None
-    from seedkit.data.shapes import MOTIONS
+    from seedkit.data.shapes import MOTIONS, SHAPES
 
-    unknown = sorted(set(motions) - set(MOTIONS))
-    if unknown:
-        raise ValueError(f"data.motions has unknown motions {unknown}; valid motions: {', '.join(MOTIONS)}")
+    wanted = {"motion": motions, "shape": shapes}
+    for (key, values), valid in zip(wanted.items(), (MOTIONS, SHAPES)):
+        unknown = sorted(set(values or ()) - set(valid))
+        if unknown:
+            raise ValueError(f"data.{key}s has unknown {key}s {unknown}; valid {key}s: {', '.join(valid)}")
+    wanted = {key: set(values) for key, values in wanted.items() if values is not None}
 
     def keep(record: ClipRecord) -> bool:
         scene = record.metadata.get("scene")
         if scene is None:
             raise ValueError(
-                f"data.motions needs ShapesWorld scenes in the cache manifest; {record.id} has no metadata.scene "
-                "(set data.motions only with data.source: shapes)"
+                f"data.motions / data.shapes need ShapesWorld scenes in the cache manifest; {record.id} has no "
+                "metadata.scene (set them only with data.source: shapes)"
             )
-        return all(obj["motion"] in motions for shot in scene["shots"] for obj in shot["objects"])
+        objects = [obj for shot in scene["shots"] for obj in shot["objects"]]
+        return all(obj[key] in values for obj in objects for key, values in wanted.items())
 
     return keep
 
@@ -328,7 +333,7 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
     dataset = LatentDataset(
         cache_dir,
         seed=config.train.seed,
-        keep=motion_filter(config.data.motions),
+        keep=scene_filter(config.data.motions, config.data.shapes),
         with_captions=shape_contrast is not None,
     )
     transformer = build_transformer(config)

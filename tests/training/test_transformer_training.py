@@ -620,6 +620,28 @@ def test_recipe_motions_trains_on_the_matching_cache_items_only(tmp_path, data_d
         build_transformer_trainer(recipe(tmp_path / "bad", data_dirs, "data.motions=[sideways]"))
 
 
+def test_recipe_shapes_and_motions_filter_together(tmp_path, data_dirs):
+    everything = build_transformer_trainer(recipe(tmp_path / "all", data_dirs))
+    manifest = everything.dataset.cache.manifest
+    objects = {
+        index: [obj for shot in manifest[index].metadata["scene"]["shots"] for obj in shot["objects"]]
+        for index in range(len(manifest))
+    }
+    single = next(objs[0] for objs in objects.values() if len(objs) == 1)
+    shape, motion = single["shape"], single["motion"]
+    only_shape = build_transformer_trainer(recipe(tmp_path / "shape", data_dirs, f"data.shapes=[{shape}]"))
+    assert only_shape.dataset.indices == [i for i, objs in objects.items() if all(o["shape"] == shape for o in objs)]
+    assert 0 < len(only_shape.dataset) < len(everything.dataset)
+    both = build_transformer_trainer(
+        recipe(tmp_path / "both", data_dirs, f"data.shapes=[{shape}]", f"data.motions=[{motion}]")
+    )
+    assert both.dataset.indices == [
+        i for i, objs in objects.items() if all(o["shape"] == shape and o["motion"] == motion for o in objs)
+    ]
+    with pytest.raises(ValueError, match="unknown shapes"):
+        build_transformer_trainer(recipe(tmp_path / "bad", data_dirs, "data.shapes=[hexagon]"))
+
+
 @pytest.mark.parametrize(
     "term, setup",
     [
