@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from seedkit.flow.path import expand_sigma
+
 __all__ = ["SolverStep", "sample_euler", "sample_heun"]
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,8 +32,8 @@ class SolverStep:
 
     Attributes:
         index: the step number, from 0.
-        sigma: `[]` the noise level the step started at.
-        sigma_next: `[]` the noise level the step ended at.
+        sigma: `[]` (`[B]` for per-row schedules) the noise level the step started at.
+        sigma_next: `[]` (`[B]`) the noise level the step ended at.
         sample: `[B, ...]` the state after the step.
         velocity: `[B, ...]` the velocity used for the update (Heun: the averaged one).
     """
@@ -43,13 +45,23 @@ class SolverStep:
     velocity: torch.Tensor
 
 
-def _check_sigmas(sigmas: torch.Tensor) -> None:
-    if sigmas.ndim != 1 or sigmas.numel() < 2:
-        raise ValueError(f"sigmas must be a 1-D schedule with at least 2 values; got shape {tuple(sigmas.shape)}")
+def _check_sigmas(sigmas: torch.Tensor, x: torch.Tensor) -> None:
+    if sigmas.ndim not in (1, 2) or sigmas.shape[0] < 2:
+        raise ValueError(
+            f"sigmas must be a schedule [N + 1] or one per row [N + 1, B] with at least 2 levels; got shape "
+            f"{tuple(sigmas.shape)}"
+        )
+    if sigmas.ndim == 2 and sigmas.shape[1] != x.shape[0]:
+        raise ValueError(f"per-row sigmas [N + 1, B] need B = {x.shape[0]} columns; got shape {tuple(sigmas.shape)}")
 
 
 def _batch_sigma(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return sigma.to(device=x.device, dtype=x.dtype).expand(x.shape[0])
+
+
+def _step_size(sigma: torch.Tensor, sigma_next: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sigma_next - sigma`` broadcastable against ``x [B, ...]`` (a scalar, or ``[B, 1, ..., 1]`` per row)."""
+    return expand_sigma((sigma_next - sigma).to(x.dtype), x)
 
 
 @torch.no_grad()
@@ -64,18 +76,19 @@ def sample_euler(
     Args:
         velocity_fn: `(x [B, ...], sigma [B]) -> velocity [B, ...]`.
         noise: `[B, ...]` the starting state at `sigmas[0]`.
-        sigmas: `[N + 1]` decreasing noise levels, the last one usually 0.
+        sigmas: `[N + 1]` decreasing noise levels, the last one usually 0; or `[N + 1, B]`, one schedule per row
+            (e.g. each row brought from its own start level to its own end level).
         callback: called with a :class:`SolverStep` after each of the N steps.
 
     Returns:
         `[B, ...]` the state at `sigmas[-1]`.
     """
-    _check_sigmas(sigmas)
+    _check_sigmas(sigmas, noise)
     x = noise
-    for index in range(sigmas.numel() - 1):
+    for index in range(sigmas.shape[0] - 1):
         sigma, sigma_next = sigmas[index], sigmas[index + 1]
         velocity = velocity_fn(x, _batch_sigma(sigma, x))
-        x = x + (sigma_next - sigma).to(x.dtype) * velocity
+        x = x + _step_size(sigma, sigma_next, x) * velocity
         if callback is not None:
             callback(SolverStep(index=index, sigma=sigma, sigma_next=sigma_next, sample=x, velocity=velocity))
     return x
@@ -96,14 +109,14 @@ def sample_heun(
     `euler_last_step`: take a plain Euler step when `sigma_next == 0` (k-diffusion / diffusers behaviour; one
     velocity evaluation fewer, still second order overall since only one step is first order).
     """
-    _check_sigmas(sigmas)
+    _check_sigmas(sigmas, noise)
     x = noise
-    for index in range(sigmas.numel() - 1):
+    for index in range(sigmas.shape[0] - 1):
         sigma, sigma_next = sigmas[index], sigmas[index + 1]
-        step = (sigma_next - sigma).to(x.dtype)
+        step = _step_size(sigma, sigma_next, x)
         velocity = velocity_fn(x, _batch_sigma(sigma, x))
         x_euler = x + step * velocity
-        if euler_last_step and float(sigma_next) == 0.0:
+        if euler_last_step and bool((sigma_next == 0.0).all()):
             x = x_euler
             if callback is not None:
                 callback(SolverStep(index=index, sigma=sigma, sigma_next=sigma_next, sample=x, velocity=velocity))

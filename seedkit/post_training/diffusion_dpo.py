@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from seedkit.flow import expand_sigma, flow_matching_loss, sample_path
+from seedkit.flow import flow_matching_loss, sample_euler, sample_path
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -110,9 +110,5 @@ def self_play_sample(
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1; got {num_steps}")
-    sample = sample_path(x_0, noise, start_sigma).x_t
-    for step in range(num_steps):
-        level = start_sigma * (1.0 - step / num_steps)
-        next_level = start_sigma * (1.0 - (step + 1) / num_steps)
-        sample = sample + expand_sigma(next_level - level, sample) * velocity_fn(sample, level)
-    return sample
+    fractions = torch.linspace(1.0, 0.0, num_steps + 1, device=start_sigma.device, dtype=start_sigma.dtype)
+    return sample_euler(velocity_fn, sample_path(x_0, noise, start_sigma).x_t, fractions[:, None] * start_sigma)

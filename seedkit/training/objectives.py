@@ -33,6 +33,7 @@ from seedkit.flow import (
     flow_matching_loss,
     get_timestep_sampler,
     resolution_shift,
+    sample_euler,
     sample_path,
     shift_sigmas,
     temporal_difference_loss,
@@ -381,10 +382,8 @@ class FlowMatchingObjective:
         velocity = self.guided_velocity(
             model, prompts.select(rows), None if condition is None else condition[rows], task.rollout_guidance
         )
-        for step in range(task.rollout_steps):
-            level = start + (sigma - start) * step / task.rollout_steps
-            next_level = start + (sigma - start) * (step + 1) / task.rollout_steps
-            x = x + expand_sigma(next_level - level, x) * velocity(x, level)
+        progress = torch.linspace(0.0, 1.0, task.rollout_steps + 1, device=start.device, dtype=start.dtype)
+        x = sample_euler(velocity, x, start + progress[:, None] * (sigma - start))
         target = (x - x_0) / expand_sigma(sigma, x)
         moved = (target - path.target[rows]).square().mean() / path.target[rows].square().mean().clamp_min(1e-12)
         logs["rollout_drift"] = moved.sqrt().item()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -274,14 +273,8 @@ def build_self_play_pairs(
     with accelerator.main_process_first():
         if accelerator.is_main_process and not path.exists():
             generator = torch.Generator(accelerator.device).manual_seed(config.train.seed)
-            by_shape = defaultdict(list)
-            for position, key in enumerate(dataset.bucket_keys()):
-                by_shape[key].append(position)
-            batches = [
-                positions[first : first + config.data.cache_batch_size]
-                for positions in by_shape.values()
-                for first in range(0, len(positions), config.data.cache_batch_size)
-            ]
+            # Every item once, in same-shape batches.
+            batches = BucketBatchSampler(dataset.bucket_keys(), config.data.cache_batch_size).epoch_batches(0)
             pairs = {}
             for part in tqdm(batches, desc="self-play pairs", unit="batch"):
                 batch = collate_latents([dataset[position] for position in part])

@@ -54,6 +54,22 @@ def test_callback_sees_every_step():
         sample_euler(linear_field(1.0), torch.ones(1), torch.ones(1))
 
 
+@pytest.mark.parametrize("solver", [sample_euler, sample_heun])
+def test_per_row_schedules_equal_each_row_solved_alone(solver):
+    """A [N + 1, B] schedule brings each row from its own start level to its own end level."""
+    schedules = torch.stack(
+        [torch.linspace(1.0, 0.0, 6), torch.linspace(0.6, 0.2, 6), torch.linspace(0.3, 0.3, 6)], dim=1
+    ).double()
+    start = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    together = solver(_velocity, start, schedules)
+    for row in range(3):
+        alone = solver(_velocity, start[row : row + 1], schedules[:, row])
+        torch.testing.assert_close(together[row : row + 1], alone, atol=1e-12, rtol=0)
+    torch.testing.assert_close(together[2], start[2])  # a row whose levels do not change does not move
+    with pytest.raises(ValueError, match="columns"):
+        solver(_velocity, start, schedules[:, :2])
+
+
 def _velocity(x, sigma):
     # a nonlinear, sigma-dependent field so any schedule mismatch shows up
     return torch.sin(3 * x) * sigma.reshape(-1, *([1] * (x.ndim - 1))) - 0.5 * x
