@@ -337,8 +337,7 @@ def build_transformer_trainer(config: RecipeConfig, accelerator: Accelerator | N
             raise ValueError(
                 f"task.dpo_beta > 0 replaces the flow-matching loss; it does not combine with task.{others[0]}"
             )
-        paired = self_play_ids(config, dataset)
-        dataset = LatentDataset(cache_dir, seed=config.train.seed, keep=lambda record: record.id in paired)
+        dataset = dataset.keeping(self_play_ids(config, dataset))
         reference = TransformerTrainingWrapper(copy.deepcopy(transformer)).to(accelerator.device)
         objective = SelfPlayDPOObjective(
             config.task,

@@ -151,3 +151,10 @@ def test_extra_captions_are_cached_and_drawn_per_epoch(tmp_path, components):
     assert len({tuple(text.shape) + (float(text.sum()),) for text in drawn}) > 1  # wording changes across epochs
     torch.testing.assert_close(dataset[(0, 7)]["text"], drawn[7])  # and is the same when asked again (resume)
     torch.testing.assert_close(dataset[(0, 7)]["latents"], dataset[0]["latents"])
+    # Narrowing to some record ids keeps exactly those items, in cache order, without re-reading the manifest.
+    ids = dataset.record_ids()
+    narrowed = dataset.keeping({ids[2], ids[0], "not-in-the-cache"})
+    assert narrowed.record_ids() == [ids[0], ids[2]] and len(dataset) == 4
+    torch.testing.assert_close(narrowed[1]["latents"], dataset[2]["latents"])
+    with pytest.raises(ValueError, match="none of the 1 asked-for"):
+        dataset.keeping({"not-in-the-cache"})
