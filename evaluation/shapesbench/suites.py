@@ -88,6 +88,27 @@ class SuiteItem:
         first_shot.sample_rate = None
         return render_scene(first_shot).frames[0]
 
+    def as_image(self) -> "SuiteItem":
+        """The same prompt as a text-to-image item: one frame, every object still.
+
+        The prompt is kept word for word (a text-to-image model is asked for the same words, motion included), so a
+        model's shape and colour accuracy can be compared between its images and its videos, and an image-only
+        experiment read on the prompts a video suite uses. Only single-shot text-to-video items have an image form.
+        """
+        if self.task != "t2v" or "shots" in self.spec:
+            raise ValueError(
+                f"{self.id} is a {self.task} item{' with shots' if 'shots' in self.spec else ''}; only single-shot "
+                "t2v items have an image form"
+            )
+        spec = dict(self.spec)
+        spec["objects"] = [dict(obj, motion="still") for obj in spec["objects"]]
+        scene = scene_from_prompt_spec(spec, self.seed, self.height, self.width, 1, fps=self.fps,
+                                       caption_split=self.split)
+        scene.caption = self.prompt
+        return SuiteItem(**(self.to_dict() | {
+            "task": "t2i", "spec": spec, "scene": scene.to_dict(), "num_frames": 1, "sample_rate": None,
+        }))
+
     def with_geometry(
         self, height: int | None = None, width: int | None = None, num_frames: int | None = None
     ) -> "SuiteItem":
@@ -305,9 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-seed", type=int, default=0,
                         help="item seeds start at base_seed * 10000; the bundled suites use 0, so another value "
                              "gives a disjoint dev suite for checkpoint selection")
+    parser.add_argument("--as-images", action="store_true",
+                        help="write each (single-shot text-to-video) suite's prompts as text-to-image items, one "
+                             "frame with every object still, to shapes_<suite>_images.jsonl")
     args = parser.parse_args(argv)
     for name in args.suite or list(SUITES):
         items = build_suite(name, args.items, args.height, args.width, base_seed=args.base_seed)
+        if args.as_images:
+            items = [item.as_image() for item in items]
+            name = f"{name}_images"
         path = write_suite(items, suite_path(name, args.out))
         print(f"{path}: {len(items)} items")
     return 0

@@ -220,3 +220,25 @@ def test_renoise_starts_from_the_noised_ground_truth(tmp_path):
                  "--out", str(tmp_path / "report"), "--no-progress"]) == 0
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["settings"]["renoise"] == 0.3 and data["summary"]["failed"] == 0
+
+
+def test_video_prompts_as_images_keep_the_prompt_and_score_one_with_the_oracle(tmp_path):
+    from evaluation.shapesbench import suites
+
+    assert suites.main(["--out", str(tmp_path), "--items", "4", "--height", "32", "--width", "32",
+                        "--suite", "single_object", "--as-images"]) == 0
+    images = suites.load_suite(tmp_path / "shapes_single_object_images.jsonl")
+    videos = suites.build_suite("single_object", 4, 32, 32)
+    assert [item.prompt for item in images] == [item.prompt for item in videos]
+    assert {item.task for item in images} == {"t2i"} and {item.num_frames for item in images} == {1}
+    for image, video in zip(images, videos):
+        truth = image.truth()
+        assert truth.num_frames == 1
+        assert [(obj.shape, obj.color, obj.size, obj.motion) for obj in truth.shots[0].objects] == [
+            (obj.shape, obj.color, obj.size, "still") for obj in video.truth().shots[0].objects
+        ]
+    report = run_shapesbench(oracle_generate_fn, images, tmp_path / "report", progress=False, write_html=False)
+    metrics = report.summary["metrics"]
+    assert metrics["shape"] == 1.0 and metrics["color"] == 1.0 and metrics["motion"] is None
+    with pytest.raises(ValueError, match="only single-shot t2v items"):
+        suites.build_suite("multi_shot", 1, 32, 32)[0].as_image()
