@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -96,18 +96,10 @@ class SuiteItem:
         experiment read on the prompts a video suite uses. Only single-shot text-to-video items have an image form.
         """
         if self.task != "t2v" or "shots" in self.spec:
-            raise ValueError(
-                f"{self.id} is a {self.task} item{' with shots' if 'shots' in self.spec else ''}; only single-shot "
-                "t2v items have an image form"
-            )
-        spec = dict(self.spec)
-        spec["objects"] = [dict(obj, motion="still") for obj in spec["objects"]]
-        scene = scene_from_prompt_spec(spec, self.seed, self.height, self.width, 1, fps=self.fps,
-                                       caption_split=self.split)
-        scene.caption = self.prompt
-        return SuiteItem(**(self.to_dict() | {
-            "task": "t2i", "spec": spec, "scene": scene.to_dict(), "num_frames": 1, "sample_rate": None,
-        }))
+            raise ValueError(f"{self.id} is a {self.task} item with spec {self.spec}; only single-shot t2v items "
+                             "have an image form")
+        spec = dict(self.spec, objects=[dict(obj, motion="still") for obj in self.spec["objects"]])
+        return replace(self, task="t2i", spec=spec, sample_rate=None).with_geometry(num_frames=1)
 
     def with_geometry(
         self, height: int | None = None, width: int | None = None, num_frames: int | None = None
