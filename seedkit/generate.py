@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="guidance scale of a two-expert model's low-noise steps (transformer_2; default: --guidance)",
     )
     parser.add_argument(
+        "--image-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="t2v: draw the first frame as an image, then the video from it (default: the model's image_first)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="random seed; bulk items use seed + their index (default: 0)"
     )
     parser.add_argument("--height", type=int, help="pixels (default: the model's)")
@@ -102,6 +108,7 @@ class GenerationItem:
     steps: int = 50
     guidance: float = 5.0
     guidance_2: float | None = None
+    image_first: bool | None = None
     negative_prompt: str | None = None
     image: str | None = None
     line: int | None = None
@@ -212,6 +219,7 @@ def parse_prompts_file(path: Path, args: argparse.Namespace, out_dir: Path) -> t
                     steps=_typed(record, "steps", int, args.steps),
                     guidance=_typed(record, "guidance", float, args.guidance),
                     guidance_2=_typed(record, "guidance_2", float, args.guidance_2),
+                    image_first=args.image_first,
                     negative_prompt=_typed(record, "negative_prompt", str, args.negative_prompt),
                     image=image or args.image,
                     line=line_number,
@@ -278,6 +286,8 @@ def generate_item(pipelines: PipelineCache, item: GenerationItem, fps: float, pr
         if item.task == "i2v":
             with Image.open(item.image) as image:
                 kwargs["image"] = image.convert("RGB")
+        else:
+            kwargs["image_first"] = item.image_first
         frames = pipeline(**kwargs, num_frames=item.frames).frames[0]  # [F, H, W, 3]
     return write_video(item.output, unit_frames_to_uint8(frames), fps=fps)
 
@@ -320,7 +330,8 @@ def run_single(args: argparse.Namespace, pipelines_factory) -> int:
     item = GenerationItem(
         index=0, id=Path(args.out).stem, prompt=args.prompt, seed=args.seed, task=task, output=Path(args.out),
         height=args.height, width=args.width, frames=args.frames, steps=args.steps, guidance=args.guidance,
-        guidance_2=args.guidance_2, negative_prompt=args.negative_prompt, image=args.image,
+        guidance_2=args.guidance_2, image_first=args.image_first, negative_prompt=args.negative_prompt,
+        image=args.image,
     )
     pipelines = pipelines_factory()
     try:

@@ -165,3 +165,20 @@ def test_guidance_2_sets_the_low_noise_experts_scale(model_dir, tmp_path, capsys
     np.testing.assert_array_equal(png(out_dir / "low.png"), low)
     assert run("single.png", "--guidance-2", "1.0", model=model_dir) == 1  # one transformer: an error
     assert "one transformer" in capsys.readouterr().err
+
+
+def test_image_first_flag_overrides_the_models_default(model_dir, tmp_path):
+    pipe = SeedkitTextToVideoPipeline.from_pretrained(model_dir)
+    SeedkitTextToVideoPipeline(**pipe.components, **pipe.pipeline_kwargs() | {"image_first": True}).save_pretrained(
+        tmp_path / "image_first"
+    )
+
+    def frames(name, model, *extra):
+        out = tmp_path / name
+        assert main(["generate", "a red circle", "--model", str(model), "--out", str(out), *FAST, *extra]) == 0
+        return read_video(out, with_audio=False).frames
+
+    one_stage, image_first = frames("a.mp4", model_dir), frames("b.mp4", tmp_path / "image_first")
+    assert not np.array_equal(one_stage, image_first)
+    np.testing.assert_array_equal(frames("c.mp4", model_dir, "--image-first"), image_first)
+    np.testing.assert_array_equal(frames("d.mp4", tmp_path / "image_first", "--no-image-first"), one_stage)

@@ -185,6 +185,9 @@ class SeedkitPipelineBase(DiffusionPipeline):
         default_height / default_width / default_num_frames: sizes used when a call gives none (stored in
             `model_index.json`, so a model directory carries the resolution it was trained at).
         max_sequence_length: prompts are padded / truncated to this many tokens unless a call says otherwise.
+        image_first: text-to-video samples the first frame as an image, then the video from it (see
+            :class:`~seedkit.pipelines.text_to_video.SeedkitTextToVideoPipeline`); the model's default, stored in
+            `model_index.json`, since it pays off only for a transformer trained for image-to-video.
         text_encoder_name: the text encoder's key in :data:`seedkit.models.text_encoders.TEXT_ENCODERS`, if it has
             one. When `text_encoder` and `tokenizer` are both None (a model directory saved with
             `bundle_text_encoder=False`, whose `model_index.json` lists them as null), they are loaded from this
@@ -211,6 +214,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
         text_encoder_name: str | None = None,
         transformer_2: SeedTransformer3DModel | None = None,
         boundary_ratio: float | None = None,
+        image_first: bool = False,
     ):
         super().__init__()
         if text_encoder is None and tokenizer is None and text_encoder_name is not None:
@@ -232,6 +236,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
             max_sequence_length=max_sequence_length,
             text_encoder_name=text_encoder_name,
             boundary_ratio=boundary_ratio,
+            image_first=image_first,
         )
         self.vae_spatial_compression = vae.config.spatial_compression_ratio
         self.vae_temporal_compression = vae.config.temporal_compression_ratio
@@ -240,8 +245,9 @@ class SeedkitPipelineBase(DiffusionPipeline):
     @classmethod
     def from_flavor(cls, flavor: str, seed: int = 0, **kwargs) -> "SeedkitPipelineBase":
         """A randomly initialised pipeline of a named flavor; kwargs go to :func:`build_components`, except
-        `default_height`, `default_width`, `default_num_frames` and `max_sequence_length`, which go to the pipeline."""
-        pipeline_keys = ("default_height", "default_width", "default_num_frames", "max_sequence_length")
+        `default_height`, `default_width`, `default_num_frames`, `max_sequence_length` and `image_first`, which go to
+        the pipeline."""
+        pipeline_keys = ("default_height", "default_width", "default_num_frames", "max_sequence_length", "image_first")
         pipeline_kwargs = {key: kwargs.pop(key) for key in pipeline_keys if key in kwargs}
         text_encoder_name = flavors.get(flavor).text_encoder
         # Truncate prompts as the flavor's text encoder (and so the latent cache used in training) does.
@@ -260,6 +266,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
             "max_sequence_length",
             "text_encoder_name",
             "boundary_ratio",
+            "image_first",
         )
         return {key: self.config[key] for key in keys if key in self.config}
 

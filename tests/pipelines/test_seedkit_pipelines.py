@@ -150,6 +150,40 @@ def test_image_to_video_conditions_on_the_first_frame(pipe):
         i2v(prompt="a red circle")
 
 
+def test_image_first_text_to_video_conditions_on_its_own_text_to_image_frame(pipe, tmp_path):
+    noise = torch.randn(1, 8, 2, 2, 2, generator=seeded(5))
+    t2i = SeedkitTextToImagePipeline(**pipe.components, **SIZES)
+    image_latents = t2i("a red circle", num_inference_steps=3, latents=noise[:, :, :1], output_type="latent").images
+    conditions = []
+    handle = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: conditions.append(kwargs["condition"]), with_kwargs=True
+    )
+    try:
+        video = pipe("a red circle", num_inference_steps=3, latents=noise, output_type="latent", image_first=True)
+    finally:
+        handle.remove()
+    assert conditions[:3] == [None] * 3 and len(conditions) == 6  # three image steps, then three video steps
+    for condition in conditions[3:]:
+        torch.testing.assert_close(condition[1, :8, :1], image_latents[0])
+        assert condition[:, 8, 0].eq(1).all() and condition[:, 8, 1].eq(0).all()
+    one_stage = pipe("a red circle", num_inference_steps=3, latents=noise, output_type="latent").frames
+    assert not torch.allclose(video.frames, one_stage)
+
+    # The model directory carries the default; a call can still turn it off.
+    image_first_model = SeedkitTextToVideoPipeline(**pipe.components, **dict(SIZES, image_first=True))
+    image_first_model.save_pretrained(tmp_path)
+    reloaded = SeedkitTextToVideoPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert reloaded.config.image_first
+    kwargs = dict(prompt="a red circle", num_inference_steps=3, latents=noise, output_type="latent")
+    torch.testing.assert_close(reloaded(**kwargs).frames, video.frames)
+    torch.testing.assert_close(reloaded(**kwargs, image_first=False).frames, one_stage)
+
+    no_condition = SeedkitTextToVideoPipeline.from_flavor("debug", transformer_overrides={"condition_channels": 0})
+    with pytest.raises(ValueError, match="image_first needs a transformer trained for image-to-video"):
+        no_condition("a red circle", height=16, width=16, num_frames=5, image_first=True)
+
+
 def test_bad_inputs_name_valid_values(pipe):
     with pytest.raises(ValueError, match=r"valid frame counts are 1, 5, 9, 13"):
         pipe("a red circle", num_frames=4)
