@@ -25,6 +25,9 @@ stored as `transformer_2` and DIR as `transformer`.
 `--transformer-dtype float16` stores the transformer weights (both experts) in half precision, half the bytes; they
 load back as float32 (diffusers casts to the model's dtype), so sampling is unchanged apart from the weights'
 rounding, which is far below what training noise moves them by. The VAE stays in float32.
+
+`--image-first` makes the model's text-to-video draw the first frame as an image and the video from it (see
+`SeedkitTextToVideoPipeline`); it needs a transformer trained for image-to-video (`task.i2v_probability > 0`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def export_pipeline(
     boundary_ratio: float | None = None,
     transformer_dtype: str = "float32",
     high_noise_transformer: Path | None = None,
+    image_first: bool = False,
 ) -> Path:
     if low_noise_transformer is not None and high_noise_transformer is not None:
         raise ValueError("a run is one expert of a pair: give its partner as low_noise_transformer or as "
@@ -69,7 +73,7 @@ def export_pipeline(
             final = export_checkpoint(run_dir, Path(exported) / "final")
             return export_pipeline(
                 final, out_dir, height, width, num_frames, shift, low_noise_transformer, boundary_ratio,
-                transformer_dtype, high_noise_transformer,
+                transformer_dtype, high_noise_transformer, image_first,
             )
     name_file = run_dir / "text_encoder_name.txt"
     if not name_file.exists():
@@ -98,7 +102,14 @@ def export_pipeline(
         # Prompts are truncated exactly as the latent cache truncated them in training.
         max_sequence_length=TEXT_ENCODERS[text_encoder_name].max_sequence_length,
         text_encoder_name=text_encoder_name,
+        image_first=image_first,
     )
+    if image_first and pipeline.transformer.config.condition_channels != pipeline.vae.config.latent_channels + 1:
+        raise ValueError(
+            f"--image-first needs a transformer trained for image-to-video (condition_channels = latent_channels + 1 "
+            f"= {pipeline.vae.config.latent_channels + 1}); this one has "
+            f"condition_channels={pipeline.transformer.config.condition_channels}"
+        )
     pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
     # from_pretrained records where each component was loaded from (the run's local paths); a published model
     # names each component by its folder instead.
@@ -141,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         default="float32",
         help="precision the transformer weights are stored in (they load as float32)",
     )
+    parser.add_argument(
+        "--image-first",
+        action="store_true",
+        help="text-to-video draws the first frame as an image, then the video conditioned on it",
+    )
     args = parser.parse_args(argv)
     has_partner = args.low_noise_transformer is not None or args.high_noise_transformer is not None
     if has_partner != (args.boundary_ratio is not None):
@@ -156,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         args.boundary_ratio,
         args.transformer_dtype,
         args.high_noise_transformer,
+        args.image_first,
     )
     size_mb = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
     print(f"pipeline written to {path} ({size_mb:.1f} MB)")

@@ -42,6 +42,21 @@ def test_export_writes_a_pipeline_with_defaults_and_without_local_paths(run_dir,
     assert frames.frames.shape[2:] == (3, 4, 6)  # 9 frames -> 3 latent frames; 32 x 48 px -> 4 x 6 latents
 
 
+def test_export_image_first_needs_an_image_to_video_transformer(run_dir, tmp_path):
+    out = export_pipeline(run_dir, tmp_path / "model", height=32, width=32, num_frames=9, image_first=True)
+    assert SeedkitTextToVideoPipeline.from_pretrained(out).config.image_first
+    assert not SeedkitTextToVideoPipeline.from_pretrained(export_pipeline(run_dir, tmp_path / "plain", 32, 32, 9)
+                                                           ).config.image_first
+    text_only = tmp_path / "text_only"
+    components = build_components("debug", transformer_overrides={"condition_channels": 0})
+    components["transformer"].save_pretrained(text_only / "transformer")
+    components["vae"].save_pretrained(text_only / "vae")
+    (text_only / "text_encoder_name.txt").write_text("t5-tiny\n")
+    with pytest.raises(ValueError, match="--image-first needs a transformer trained for image-to-video"):
+        export_pipeline(text_only, tmp_path / "refused", 32, 32, 9, image_first=True)
+    assert not (tmp_path / "refused").exists()
+
+
 def test_export_refuses_defaults_the_model_cannot_generate(run_dir, tmp_path):
     with pytest.raises(ValueError, match="multiple of 16"):
         export_pipeline(run_dir, tmp_path / "model", height=24, width=32, num_frames=9)
