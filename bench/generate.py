@@ -6,7 +6,8 @@ VAE's ``decode`` is wrapped by a timer on the instance for the duration of the r
 pipeline call (scheduler steps, noise, post-processing).
 
 The transformer's achieved FLOP/s is its FLOPs per forward (counted with ``torch.utils.flop_counter`` on the exact
-inputs the pipeline gave it) times the number of calls, over the measured transformer time. It is compared with a
+inputs the pipeline gave it, once per input shape: an image-first model's image pass has one latent frame) times the
+number of calls of each shape, over the measured transformer time. It is compared with a
 plain ``[tokens, width] @ [width, 4 * width]`` matmul (the shape of the transformer's MLP input projection) timed
 in the same run, interleaved with the pipeline runs; ``ratio`` = transformer FLOP/s / matmul FLOP/s.
 
@@ -57,11 +58,17 @@ class VideoSize:
 
 @dataclass
 class StageTimes:
-    """Seconds per stage for one pipeline call, plus the transformer's call count and its first call's inputs."""
+    """Seconds per stage for one pipeline call, plus the transformer's calls and first inputs per latent shape (an
+    image-first pipeline samples a one-frame image before the video)."""
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    transformer_calls: int = 0
-    transformer_inputs: tuple[tuple, dict] | None = None
+    transformer_calls: dict[tuple[int, ...], int] = field(default_factory=lambda: defaultdict(int))
+    transformer_inputs: dict[tuple[int, ...], tuple[tuple, dict]] = field(default_factory=dict)
+
+    @property
+    def video_inputs(self) -> tuple[tuple, dict]:
+        """The inputs of the largest latent shape: the video pass."""
+        return self.transformer_inputs[max(self.transformer_inputs, key=lambda shape: torch.Size(shape).numel())]
 
 
 @contextmanager
@@ -72,8 +79,10 @@ def stage_timers(pipeline: SeedkitTextToVideoPipeline) -> Iterator[StageTimes]:
 
     def pre_hook(name: str):
         def hook(module, args, kwargs):
-            if name == "transformer" and times.transformer_inputs is None:
-                times.transformer_inputs = (args, dict(kwargs))
+            if name == "transformer":
+                shape = tuple(kwargs["hidden_states"].shape)
+                times.transformer_inputs.setdefault(shape, (args, dict(kwargs)))
+                times.transformer_calls[shape] += 1
             starts[name] = time.perf_counter()
 
         return hook
@@ -81,8 +90,6 @@ def stage_timers(pipeline: SeedkitTextToVideoPipeline) -> Iterator[StageTimes]:
     def post_hook(name: str):
         def hook(module, args, kwargs, output):
             times.seconds[name] += time.perf_counter() - starts.pop(name)
-            if name == "transformer":
-                times.transformer_calls += 1
 
         return hook
 
@@ -162,9 +169,12 @@ def bench_size(pipeline: SeedkitTextToVideoPipeline, size: VideoSize, args: argp
         return total, times
 
     _, warmup = run_once()  # also captures the transformer's inputs for the FLOP count
-    flops_per_call = count_transformer_flops(pipeline, warmup.transformer_inputs)
-    hidden_states = warmup.transformer_inputs[1]["hidden_states"]
-    text = warmup.transformer_inputs[1]["encoder_hidden_states"]
+    flops_per_call = {
+        shape: count_transformer_flops(pipeline, inputs) for shape, inputs in warmup.transformer_inputs.items()
+    }
+    transformer_flops = sum(flops_per_call[shape] * calls for shape, calls in warmup.transformer_calls.items())
+    hidden_states = warmup.video_inputs[1]["hidden_states"]
+    text = warmup.video_inputs[1]["encoder_hidden_states"]
     visual_tokens = pipeline.num_visual_tokens(tuple(hidden_states.shape))
     rows = hidden_states.shape[0] * (visual_tokens + text.shape[1])
     config = pipeline.transformer.config
@@ -179,7 +189,7 @@ def bench_size(pipeline: SeedkitTextToVideoPipeline, size: VideoSize, args: argp
         totals.append(total)
         for name in STAGES:
             stage_runs[name].append(times.seconds[name])
-        transformer_rates.append(flops_per_call * times.transformer_calls / times.seconds["transformer"])
+        transformer_rates.append(transformer_flops / times.seconds["transformer"])
         seconds, matmul_flops = time_matmul(rows, width, dtype)
         matmul_rates.append(matmul_flops / seconds)
     median = statistics.median
@@ -189,8 +199,10 @@ def bench_size(pipeline: SeedkitTextToVideoPipeline, size: VideoSize, args: argp
         "tokens": visual_tokens + text.shape[1],
         "total": median(totals),
         "stages": {name: median(values) for name, values in stage_runs.items()},
-        "transformer_calls": warmup.transformer_calls,
-        "flops_per_call": flops_per_call,
+        "transformer_calls": sum(warmup.transformer_calls.values()),
+        "image_calls": sum(calls for shape, calls in warmup.transformer_calls.items() if shape != hidden_states.shape),
+        "flops_per_call": flops_per_call[tuple(hidden_states.shape)],
+        "transformer_flops": transformer_flops,
         "transformer_flops_per_s": median(transformer_rates),
         "matmul_flops_per_s": median(matmul_rates),
         "matmul_shape": f"[{rows}, {width}] @ [{width}, {4 * width}]",
@@ -205,8 +217,9 @@ def print_result(result: dict) -> None:
     print(f"{result['size']:>12}  total {total * 1e3:9.1f} ms  {stages}")
     ratio = result["transformer_flops_per_s"] / result["matmul_flops_per_s"]
     print(
-        f"{'':>12}  transformer: {result['transformer_calls']} calls of batch {result['batch']} x {result['tokens']} "
-        f"tokens, {result['flops_per_call'] / 1e9:.3f} GFLOP each, {result['transformer_flops_per_s'] / 1e9:.2f} "
+        f"{'':>12}  transformer: {result['transformer_calls']} calls ({result['image_calls']} of them image-first's "
+        f"image pass); video pass batch {result['batch']} x {result['tokens']} tokens, "
+        f"{result['flops_per_call'] / 1e9:.3f} GFLOP each; {result['transformer_flops_per_s'] / 1e9:.2f} "
         f"GFLOP/s; matmul {result['matmul_shape']} {result['matmul_flops_per_s'] / 1e9:.2f} GFLOP/s; "
         f"ratio {ratio:.3f}"
     )

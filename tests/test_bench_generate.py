@@ -1,4 +1,5 @@
-"""bench/generate.py's stage split: every transformer call is timed as the transformer, also with two experts."""
+"""bench/generate.py's stage split: every transformer call is timed as the transformer, also with two experts and
+with an image-first model's image pass."""
 
 import importlib.util
 import sys
@@ -31,5 +32,16 @@ def test_stage_timers_count_both_experts_of_a_pair_as_the_transformer():
         with bench.stage_timers(pipeline) as times:
             pipeline("a red circle", height=16, width=16, num_frames=5, num_inference_steps=4, guidance_scale=1.0,
                      generator=torch.Generator().manual_seed(0), output_type="np")
-        assert times.transformer_calls == 4  # one per step, whichever expert made it
-        assert times.seconds["transformer"] > 0 and times.transformer_inputs is not None
+        assert times.transformer_calls == {(1, 8, 2, 2, 2): 4}  # one per step, whichever expert made it
+        assert times.seconds["transformer"] > 0
+
+
+def test_image_first_calls_are_counted_by_shape_and_the_video_pass_is_the_reference():
+    bench = load_bench()
+    pipeline = SeedkitTextToVideoPipeline.from_flavor("debug", seed=0, image_first=True)
+    pipeline.set_progress_bar_config(disable=True)
+    with bench.stage_timers(pipeline) as times:
+        pipeline("a red circle", height=16, width=16, num_frames=5, num_inference_steps=3, guidance_scale=1.0,
+                 generator=torch.Generator().manual_seed(0), output_type="np")
+    assert times.transformer_calls == {(1, 8, 1, 2, 2): 3, (1, 8, 2, 2, 2): 3}
+    assert tuple(times.video_inputs[1]["hidden_states"].shape) == (1, 8, 2, 2, 2)
