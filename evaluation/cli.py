@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="guidance scale of a two-expert model's low-noise steps (transformer_2); default: --guidance",
     )
     parser.add_argument(
+        "--image-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="text-to-video items: sample the first frame as an image, then the clip from it (default: the model's)",
+    )
+    parser.add_argument(
         "--renoise",
         type=float,
         metavar="STRENGTH",
@@ -74,11 +80,14 @@ def pipeline_generator(args: argparse.Namespace, renoise: float | None = None) -
     from evaluation.shapesbench.runner import PipelineGenerator
 
     generate_fn = PipelineGenerator(
-        args.model, args.steps, args.guidance, args.device, renoise=renoise, guidance_scale_2=args.guidance_2
+        args.model, args.steps, args.guidance, args.device, renoise=renoise, guidance_scale_2=args.guidance_2,
+        image_first=args.image_first,
     )
     settings = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}
     if args.guidance_2 is not None:
         settings["guidance_2"] = args.guidance_2
+    if args.image_first is not None:
+        settings["image_first"] = args.image_first
     return generate_fn, settings
 
 

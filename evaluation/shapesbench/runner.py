@@ -139,7 +139,10 @@ class PipelineGenerator:
             ``round(strength * steps)`` of the steps run. Near 0 the score approaches the VAE's ceiling
             (``--reconstruct``), at 1 it is generation from noise; the curve in between shows at which noise
             levels a model loses what its latents could hold (layout and motion are settled at high noise, texture
-            at low noise).
+            at low noise). An image-first model runs both of its passes from the noised ground truth (the image pass
+            from its first latent frame).
+        image_first: text-to-video items sample the first frame as an image, then the clip from it (None: the
+            model's ``image_first``), to compare a model's one-pass and image-first samples on the same prompts.
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class PipelineGenerator:
         device: str | None = None,
         renoise: float | None = None,
         guidance_scale_2: float | None = None,
+        image_first: bool | None = None,
     ) -> None:
         if renoise is not None and not 0.0 < renoise <= 1.0:
             raise ValueError(f"renoise is a strength in (0, 1] (1: generate from pure noise); got {renoise}")
@@ -164,6 +168,7 @@ class PipelineGenerator:
         self.guidance_scale_2 = guidance_scale_2
         self.device = device
         self.renoise = renoise
+        self.image_first = image_first
         self._pipelines: dict[str, Any] = {}
 
     def pipeline(self, task: str):
@@ -210,6 +215,8 @@ class PipelineGenerator:
             return np.asarray(pipeline(**kwargs).images[0])[None]
         if item.task == "i2v":
             kwargs["image"] = Image.fromarray(item.conditioning_image())
+        else:
+            kwargs["image_first"] = self.image_first
         if self.renoise is not None:
             kwargs["latents"], kwargs["sigmas"] = self.renoised_start(pipeline, item, kwargs["generator"])
             kwargs["num_inference_steps"] = len(kwargs["sigmas"])

@@ -114,13 +114,20 @@ def test_cli_oracle(tmp_path, capsys):
 
 
 def test_pipeline_generator_runs_a_saved_seedkit_model(tmp_path):
+    import torch
+
     from evaluation.shapesbench.runner import PipelineGenerator
     from seedkit.pipelines import SeedkitTextToVideoPipeline
 
     pipe = SeedkitTextToVideoPipeline.from_flavor(
         "debug", seed=0, default_height=16, default_width=16, default_num_frames=5, max_sequence_length=16
     )
+    noise = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # randomise the adaLN-zero layers so outputs depend on the first-frame condition
+        for parameter in pipe.transformer.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=noise))
     pipe.save_pretrained(tmp_path / "model")
+    pipe.set_progress_bar_config(disable=True)
     generate = PipelineGenerator(tmp_path / "model", num_inference_steps=2, guidance_scale=3.0)
     items = [
         load_suite(name)[0].with_geometry(16, 16, None if name == "image" else 5)
@@ -139,6 +146,13 @@ def test_pipeline_generator_runs_a_saved_seedkit_model(tmp_path):
     # the low-noise expert's scale reaches the pipeline, which refuses it for a model with one transformer
     with pytest.raises(ValueError, match="one transformer"):
         PipelineGenerator(tmp_path / "model", num_inference_steps=2, guidance_scale_2=2.0)(items[0])
+    # image first on request (this model's default is one pass), the same sample the pipeline gives
+    image_first = PipelineGenerator(tmp_path / "model", num_inference_steps=2, image_first=True)(items[0])
+    one_pass = PipelineGenerator(tmp_path / "model", num_inference_steps=2)(items[0])
+    expected = pipe(items[0].prompt, height=16, width=16, num_frames=5, num_inference_steps=2, image_first=True,
+                    generator=torch.Generator().manual_seed(items[0].seed), output_type="np").frames[0]
+    np.testing.assert_array_equal(image_first, expected)
+    assert not np.array_equal(image_first, one_pass)
 
 
 def test_oracle_through_mp4_files_still_scores_one(tmp_path):
