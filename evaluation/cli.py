@@ -129,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         generate_fn, settings = pipeline_generator(args, renoise=args.renoise)
         if args.renoise is not None:
             settings["renoise"] = args.renoise
-    settings |= {"suites": names, "height": args.height, "width": args.width, "frames": args.frames}
+    # The suites were cut to --limit here, so the report must hear of it from here.
+    settings |= {"suites": names, "limit": args.limit}
+    settings |= {"height": args.height, "width": args.width, "frames": args.frames}
     report = run_shapesbench(generate_fn, items, args.out, settings=settings, progress=not args.no_progress)
     print(json.dumps({"metrics": report.summary["metrics"], "items": report.summary["items"],
                       "failed": report.summary["failed"]}, indent=2))

@@ -96,7 +96,7 @@ def test_cli_oracle(tmp_path, capsys):
     assert code == 0
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["summary"]["items"] == 2 and data["summary"]["metrics"]["motion"] == 1.0
-    assert data["settings"]["height"] == 40
+    assert data["settings"]["height"] == 40 and data["settings"]["limit"] == 2
     with pytest.raises(SystemExit):
         main(["eval", "shapesbench", "--out", str(tmp_path)])  # neither --model nor --oracle
     # A suite file written elsewhere (a larger suite, for less noisy model selection) runs by path.
