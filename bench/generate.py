@@ -202,7 +202,6 @@ def bench_size(pipeline: SeedkitTextToVideoPipeline, size: VideoSize, args: argp
         "transformer_calls": sum(warmup.transformer_calls.values()),
         "image_calls": sum(calls for shape, calls in warmup.transformer_calls.items() if shape != hidden_states.shape),
         "flops_per_call": flops_per_call[tuple(hidden_states.shape)],
-        "transformer_flops": transformer_flops,
         "transformer_flops_per_s": median(transformer_rates),
         "matmul_flops_per_s": median(matmul_rates),
         "matmul_shape": f"[{rows}, {width}] @ [{width}, {4 * width}]",

@@ -104,12 +104,8 @@ def export_pipeline(
         text_encoder_name=text_encoder_name,
         image_first=image_first,
     )
-    if image_first and pipeline.transformer.config.condition_channels != pipeline.vae.config.latent_channels + 1:
-        raise ValueError(
-            f"--image-first needs a transformer trained for image-to-video (condition_channels = latent_channels + 1 "
-            f"= {pipeline.vae.config.latent_channels + 1}); this one has "
-            f"condition_channels={pipeline.transformer.config.condition_channels}"
-        )
+    if image_first:
+        pipeline.check_first_frame_condition("--image-first")
     pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
     # from_pretrained records where each component was loaded from (the run's local paths); a published model
     # names each component by its folder instead.

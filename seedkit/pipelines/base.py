@@ -392,6 +392,16 @@ class SeedkitPipelineBase(DiffusionPipeline):
                 f"{', '.join(map(str, self.valid_num_frames(6)))}, ..."
             )
 
+    def check_first_frame_condition(self, feature: str) -> None:
+        """Raise unless the transformer takes a first-frame condition (`condition_channels = latent_channels + 1`),
+        which image-to-video and image-first text-to-video (`feature`, named in the error) both need."""
+        expected = self.vae.config.latent_channels + 1
+        if self.transformer.config.condition_channels != expected:
+            raise ValueError(
+                f"{feature} needs a transformer trained for image-to-video, with condition_channels = latent_channels "
+                f"+ 1 = {expected}; this one has condition_channels={self.transformer.config.condition_channels}"
+            )
+
     def check_inputs(
         self,
         prompt: list[str] | None,

@@ -94,12 +94,7 @@ class SeedkitImageToVideoPipeline(SeedkitPipelineBase):
         # 1. Check inputs; every error names the valid values.
         if image is None:
             raise ValueError("image-to-video needs `image` (a PIL image, array or tensor) for the first frame")
-        expected_channels = self.vae.config.latent_channels + 1
-        if self.transformer.config.condition_channels != expected_channels:
-            raise ValueError(
-                f"image-to-video needs a transformer with condition_channels = latent_channels + 1 = "
-                f"{expected_channels}; this one has condition_channels={self.transformer.config.condition_channels}"
-            )
+        self.check_first_frame_condition("image-to-video")
         self.check_inputs(
             prompt,
             negative_prompt,

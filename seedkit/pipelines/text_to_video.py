@@ -102,13 +102,8 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
         # 1. Check inputs; every error names the valid values.
-        expected_channels = self.vae.config.latent_channels + 1
-        if image_first and self.transformer.config.condition_channels != expected_channels:
-            raise ValueError(
-                f"image_first needs a transformer trained for image-to-video, with condition_channels = "
-                f"latent_channels + 1 = {expected_channels}; this one has "
-                f"condition_channels={self.transformer.config.condition_channels}: pass image_first=False"
-            )
+        if image_first:
+            self.check_first_frame_condition("image_first")
         self.check_inputs(
             prompt,
             negative_prompt,
