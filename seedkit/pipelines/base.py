@@ -708,6 +708,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         guidance_scale_2: float | None = None,
+        progress_label: str | None = None,
     ) -> torch.Tensor:
         """The sampling loop: guided velocity, scheduler step, optional callback, under a progress bar.
 
@@ -716,12 +717,16 @@ class SeedkitPipelineBase(DiffusionPipeline):
             timesteps: `[N]` the scheduler's timesteps (set by :meth:`set_scheduler_timesteps`).
             condition: `[B, condition_channels, F', H', W']` for image-to-video, else None.
             guidance_scale_2: the scale of the steps `transformer_2` takes (None: `guidance_scale` throughout).
+            progress_label: names this loop on its progress bar when a call runs more than one (image first),
+                unless `set_progress_bar_config(desc=...)` chose a label.
 
         Returns:
             `[B, C, F', H', W']` float32 denoised latents.
         """
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
+            if progress_label is not None and "desc" not in getattr(self, "_progress_bar_config", {}):
+                progress_bar.set_description_str(progress_label, refresh=False)
             for step_index, timestep in enumerate(timesteps):
                 if self.interrupt:
                     continue

@@ -153,6 +153,7 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
                 guidance_scale,
                 guidance_rescale,
                 guidance_scale_2=guidance_scale_2,
+                progress_label="image pass",
             )
             condition = first_frame_condition(image_latents, num_latent_frames=latents.shape[2])
 
@@ -171,6 +172,7 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             guidance_scale_2=guidance_scale_2,
+            progress_label="video pass" if image_first else None,
         )
 
         # 8. Decode and post-process.

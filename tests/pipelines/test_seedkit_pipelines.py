@@ -1,5 +1,7 @@
 """T2V / T2I / I2V pipelines on the debug flavor: outputs, CFG, schedules, callbacks, errors, save and reload."""
 
+import io
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -182,6 +184,24 @@ def test_image_first_text_to_video_conditions_on_its_own_text_to_image_frame(pip
     no_condition = SeedkitTextToVideoPipeline.from_flavor("debug", transformer_overrides={"condition_channels": 0})
     with pytest.raises(ValueError, match="image_first needs a transformer trained for image-to-video"):
         no_condition("a red circle", height=16, width=16, num_frames=5, image_first=True)
+
+
+def test_image_first_progress_bars_name_their_pass(pipe):
+    image_first_model = SeedkitTextToVideoPipeline(**pipe.components, **dict(SIZES, image_first=True))
+    bars = io.StringIO()
+    image_first_model.set_progress_bar_config(file=bars, disable=False, ascii=True)
+    image_first_model("a red circle", num_inference_steps=2, output_type="latent")
+    assert "image pass: 100%" in bars.getvalue() and "video pass: 100%" in bars.getvalue()
+
+    # A label the user configured wins, and a one-pass call stays unlabelled.
+    labelled = io.StringIO()
+    image_first_model.set_progress_bar_config(file=labelled, disable=False, ascii=True, desc="clip 3")
+    image_first_model("a red circle", num_inference_steps=2, output_type="latent")
+    assert labelled.getvalue().count("clip 3: 100%") == 2 and "pass" not in labelled.getvalue()
+    one_pass = io.StringIO()
+    image_first_model.set_progress_bar_config(file=one_pass, disable=False, ascii=True)
+    image_first_model("a red circle", num_inference_steps=2, output_type="latent", image_first=False)
+    assert "100%" in one_pass.getvalue() and "pass" not in one_pass.getvalue()
 
 
 def test_bad_inputs_name_valid_values(pipe):
