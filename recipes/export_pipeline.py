@@ -22,12 +22,19 @@ the boundary:
 and a run trained below the boundary (`task.sigma_range=[0.0,0.6]`) takes `--high-noise-transformer DIR` instead: it is
 stored as `transformer_2` and DIR as `transformer`.
 
-`--transformer-dtype float16` stores the transformer weights (both experts) in half precision, half the bytes; they
+`--transformer-dtype float16` stores the transformer weights (every expert) in half precision, half the bytes; they
 load back as float32 (diffusers casts to the model's dtype), so sampling is unchanged apart from the weights'
 rounding, which is far below what training noise moves them by. The VAE stays in float32.
 
 `--image-first` makes the model's text-to-video draw the first frame as an image and the video from it (see
 `SeedkitTextToVideoPipeline`); it needs a transformer trained for image-to-video (`task.i2v_probability > 0`).
+`--image-transformer DIR` / `--image-low-noise-transformer DIR` add image experts, which text-to-image and the image
+pass sample with in place of the video experts above / below the boundary (for example a low-noise expert trained on
+images alone with finer patches, `--set data.image_fraction=1.0 --set 'model.transformer={patch_size: [1, 1, 1]}'`):
+
+    python recipes/export_pipeline.py runs/high-noise/final --out models/experts \
+        --low-noise-transformer runs/low-noise/final/transformer --boundary-ratio 0.6 --image-first \
+        --image-low-noise-transformer runs/low-noise-images/final/transformer
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ def export_pipeline(
     transformer_dtype: str = "float32",
     high_noise_transformer: Path | None = None,
     image_first: bool = False,
+    image_transformer: Path | None = None,
+    image_low_noise_transformer: Path | None = None,
 ) -> Path:
     if low_noise_transformer is not None and high_noise_transformer is not None:
         raise ValueError("a run is one expert of a pair: give its partner as low_noise_transformer or as "
@@ -73,7 +82,7 @@ def export_pipeline(
             final = export_checkpoint(run_dir, Path(exported) / "final")
             return export_pipeline(
                 final, out_dir, height, width, num_frames, shift, low_noise_transformer, boundary_ratio,
-                transformer_dtype, high_noise_transformer, image_first,
+                transformer_dtype, high_noise_transformer, image_first, image_transformer, image_low_noise_transformer,
             )
     name_file = run_dir / "text_encoder_name.txt"
     if not name_file.exists():
@@ -93,6 +102,10 @@ def export_pipeline(
         # the pipeline samples `transformer` above the boundary and `transformer_2` below it
         components["transformer_2"] = components["transformer"]
         components["transformer"] = SeedTransformer3DModel.from_pretrained(high_noise_transformer)
+    if image_transformer is not None:
+        components["image_transformer"] = SeedTransformer3DModel.from_pretrained(image_transformer)
+    if image_low_noise_transformer is not None:
+        components["image_transformer_2"] = SeedTransformer3DModel.from_pretrained(image_low_noise_transformer)
     pipeline = SeedkitTextToVideoPipeline(
         **components,
         boundary_ratio=boundary_ratio,
@@ -109,10 +122,11 @@ def export_pipeline(
     pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
     # from_pretrained records where each component was loaded from (the run's local paths); a published model
     # names each component by its folder instead.
-    for name in ("transformer", "vae", "transformer_2"):
+    experts = ("transformer", "transformer_2", "image_transformer", "image_transformer_2")
+    for name in ("vae", *experts):
         if getattr(pipeline, name) is not None:
             getattr(pipeline, name).register_to_config(_name_or_path=name)
-    for name in ("transformer", "transformer_2"):
+    for name in experts:
         if getattr(pipeline, name) is not None:
             getattr(pipeline, name).to(getattr(torch, transformer_dtype))
     return pipeline.save_model_directory(out_dir)
@@ -143,6 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         "--boundary-ratio", type=float, help="noise level in (0, 1) where the run hands over to the low-noise one"
     )
     parser.add_argument(
+        "--image-transformer",
+        type=Path,
+        help="a transformer directory for image generation (text-to-image, the image pass) above --boundary-ratio, "
+        "or throughout in a one-expert model",
+    )
+    parser.add_argument(
+        "--image-low-noise-transformer",
+        type=Path,
+        help="a transformer directory for image generation below --boundary-ratio (needs a two-expert model)",
+    )
+    parser.add_argument(
         "--transformer-dtype",
         choices=STORAGE_DTYPES,
         default="float32",
@@ -169,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         args.transformer_dtype,
         args.high_noise_transformer,
         args.image_first,
+        args.image_transformer,
+        args.image_low_noise_transformer,
     )
     size_mb = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
     print(f"pipeline written to {path} ({size_mb:.1f} MB)")

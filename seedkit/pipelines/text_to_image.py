@@ -17,7 +17,7 @@ __all__ = ["SeedkitTextToImagePipeline"]
 class SeedkitTextToImagePipeline(SeedkitPipelineBase):
     r"""Text-to-image with rectified flow; images are one-frame videos to the transformer and the causal VAE.
 
-    Components and config: see :class:`~seedkit.pipelines.base.SeedkitPipelineBase`.
+    A model with image experts (`image_transformer`, `image_transformer_2`) samples with them. Components and config: see :class:`~seedkit.pipelines.base.SeedkitPipelineBase`.
 
     Example:
         ```py
@@ -120,6 +120,7 @@ class SeedkitTextToImagePipeline(SeedkitPipelineBase):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             guidance_scale_2=guidance_scale_2,
+            image=True,
         )
 
         # 7. Decode the single frame and post-process.

@@ -20,8 +20,9 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
     Image first (`image_first=True`, or the model's `image_first` config) factorises generation as Emu Video does
     (Girdhar et al. 2023, "Emu Video: Factorizing Text-to-Video Generation by Explicit Image Conditioning",
     arXiv:2311.10709): the first frame is sampled as an image (one latent frame, the text-to-image task), then the
-    video is sampled with that latent frame as its image-to-video condition. The same transformer does both, so it
-    needs `condition_channels = latent_channels + 1`. It helps where a model draws a subject better in an image than
+    video is sampled with that latent frame as its image-to-video condition. The image pass runs the model's image
+    experts where it has them (`image_transformer`, `image_transformer_2`), its video experts otherwise; the video
+    experts need `condition_channels = latent_channels + 1`. It helps where a model draws a subject better in an image than
     in the latent frames its VAE packs several video frames into, and holds a subject it is shown: ShapesWorld's
     default model draws the asked shape far more often in images, and keeps a given first frame's shape.
 
@@ -154,6 +155,7 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
                 guidance_rescale,
                 guidance_scale_2=guidance_scale_2,
                 progress_label="image pass",
+                image=True,
             )
             condition = first_frame_condition(image_latents, num_latent_frames=latents.shape[2])
 

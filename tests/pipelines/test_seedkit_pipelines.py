@@ -245,8 +245,9 @@ def test_save_and_reload_give_the_same_output(pipe, tmp_path):
 
 def test_model_cpu_offload_and_vae_tiling_keep_the_output():
     pipe = make_pipeline()
-    assert set(pipe.model_cpu_offload_seq.split("->")) == {"text_encoder", "transformer", "transformer_2", "vae"}
-    assert set(pipe.components) == {"transformer", "vae", "text_encoder", "tokenizer", "scheduler", "transformer_2"}
+    experts = {"transformer", "transformer_2", "image_transformer", "image_transformer_2"}
+    assert set(pipe.model_cpu_offload_seq.split("->")) == {"text_encoder", "vae"} | experts
+    assert set(pipe.components) == {"vae", "text_encoder", "tokenizer", "scheduler"} | experts
     kwargs = dict(prompt="a red circle", num_inference_steps=2, output_type="np")
     reference = pipe(**kwargs, generator=seeded(3)).frames
     pipe.enable_model_cpu_offload(device="cpu")  # accelerate hooks; "cpu" stands in for the accelerator here
@@ -421,3 +422,67 @@ def test_guidance_scale_2_guides_the_low_noise_expert_alone(pipe):
     assert not torch.allclose(run(guidance_scale_2=8.0), run())
     with pytest.raises(ValueError, match="one transformer"):
         pipe(prompt, num_inference_steps=2, guidance_scale_2=2.0)
+
+
+def test_image_experts_take_the_image_steps(pipe, tmp_path):
+    """Text-to-image and the image pass of image first run the image expert below the boundary; video steps never do.
+    An image expert may cut finer patches and lack condition channels (it never sees a first frame)."""
+    image_expert = SeedkitTextToVideoPipeline.from_flavor(
+        "debug", seed=4, transformer_overrides={"condition_channels": 0}
+    ).transformer.with_patch_size((1, 1, 1))
+    experts = SeedkitTextToVideoPipeline(
+        **pipe.components | {"transformer_2": perturbed_copy(pipe.transformer, 2), "image_transformer_2": image_expert},
+        **pipe.pipeline_kwargs() | {"boundary_ratio": 0.6, "image_first": True},
+    )
+    experts.set_progress_bar_config(disable=True)
+    calls = []
+    hooks = [
+        model.register_forward_pre_hook(
+            lambda _, args, kwargs, name=name: calls.append((name, int(kwargs["timestep"][0]))), with_kwargs=True
+        )
+        for model, name in ((experts.transformer, "high"), (experts.transformer_2, "low"), (image_expert, "image low"))
+    ]
+    sigmas = [1.0, 0.8, 0.6, 0.4, 0.2]
+    image_pass = [("high", 1000), ("high", 800), ("high", 600), ("image low", 400), ("image low", 200)]
+    video_pass = [("high", 1000), ("high", 800), ("high", 600), ("low", 400), ("low", 200)]
+    noise = torch.randn(1, 8, 2, 2, 2, generator=seeded(3))
+    video = experts("a red circle", sigmas=sigmas, latents=noise, output_type="latent").frames
+    assert calls == image_pass + video_pass
+    calls.clear()
+    experts("a red circle", sigmas=sigmas, latents=noise, output_type="latent", image_first=False)
+    assert calls == video_pass
+    calls.clear()
+    t2i = SeedkitTextToImagePipeline(**experts.components, **experts.pipeline_kwargs())
+    t2i.set_progress_bar_config(disable=True)
+    image = t2i("a red circle", sigmas=sigmas, latents=noise[:, :, :1], output_type="latent").images
+    assert calls == image_pass
+    calls.clear()
+    i2v = SeedkitImageToVideoPipeline(**experts.components, **experts.pipeline_kwargs())
+    i2v.set_progress_bar_config(disable=True)
+    i2v(image=PIL.Image.new("RGB", (16, 16)), prompt="a red circle", sigmas=sigmas, output_type="latent")
+    assert calls == video_pass
+    for hook in hooks:
+        hook.remove()
+
+    # The image pass's frame is the text-to-image pipeline's, and a save keeps the image expert in its slot.
+    without_image_expert = SeedkitTextToImagePipeline(
+        **experts.components | {"image_transformer_2": None}, **experts.pipeline_kwargs()
+    )
+    without_image_expert.set_progress_bar_config(disable=True)
+    assert not torch.allclose(
+        without_image_expert("a red circle", sigmas=sigmas, latents=noise[:, :, :1], output_type="latent").images,
+        image,
+    )
+    experts.save_pretrained(tmp_path)
+    reloaded = SeedkitTextToVideoPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert reloaded.image_transformer is None and reloaded.image_transformer_2.config.patch_size == [1, 1, 1]
+    torch.testing.assert_close(
+        reloaded("a red circle", sigmas=sigmas, latents=noise, output_type="latent").frames, video
+    )
+
+    with pytest.raises(ValueError, match="image_transformer_2 takes the image steps below boundary_ratio"):
+        SeedkitTextToVideoPipeline(**pipe.components | {"image_transformer_2": image_expert}, **pipe.pipeline_kwargs())
+    other_text = type(pipe.transformer).from_config({**pipe.transformer.config, "text_embed_dim": 48})
+    with pytest.raises(ValueError, match="transformer and image_transformer must read the same latents"):
+        SeedkitTextToVideoPipeline(**pipe.components | {"image_transformer": other_text}, **pipe.pipeline_kwargs())

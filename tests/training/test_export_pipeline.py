@@ -140,3 +140,23 @@ def test_half_precision_storage_halves_the_transformer_files_and_loads_as_float3
         torch.testing.assert_close(tensor, full.transformer.state_dict()[name].half().float(), rtol=0, atol=0)
     with pytest.raises(ValueError, match="transformer_dtype must be one of"):
         export_pipeline(run_dir, tmp_path / "bad", height=32, width=32, num_frames=9, transformer_dtype="int8")
+
+
+def test_export_image_experts(run_dir, tmp_path):
+    from export_pipeline import main
+
+    image_expert = build_components("debug", seed=6)["transformer"].with_patch_size((1, 1, 1))
+    image_expert.save_pretrained(tmp_path / "image_low")
+    args = [str(run_dir), "--out", str(tmp_path / "model"), "--height", "32", "--width", "32", "--frames", "9",
+            "--low-noise-transformer", str(run_dir / "transformer"), "--boundary-ratio", "0.6",
+            "--image-low-noise-transformer", str(tmp_path / "image_low"), "--transformer-dtype", "float16"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "model" / "image_transformer_2" / "config.json").read_text())
+    assert config["_name_or_path"] == "image_transformer_2" and config["patch_size"] == [1, 1, 1]
+    pipe = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "model")
+    assert pipe.image_transformer is None
+    for name, tensor in image_expert.state_dict().items():  # stored in half precision like the video experts
+        torch.testing.assert_close(pipe.image_transformer_2.state_dict()[name], tensor.half().float(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="image_transformer_2 takes the image steps below boundary_ratio"):
+        export_pipeline(run_dir, tmp_path / "bad", height=32, width=32, num_frames=9,
+                        image_low_noise_transformer=tmp_path / "image_low")
