@@ -58,17 +58,19 @@ class VideoSize:
 
 @dataclass
 class StageTimes:
-    """Seconds per stage for one pipeline call, plus the transformer's calls and first inputs per latent shape (an
-    image-first pipeline samples a one-frame image before the video)."""
+    """Seconds per stage for one pipeline call, plus the transformer's calls and first inputs per (expert, latent
+    shape): experts may cut different patches, and an image-first pipeline samples a one-frame image before the
+    video."""
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    transformer_calls: dict[tuple[int, ...], int] = field(default_factory=lambda: defaultdict(int))
-    transformer_inputs: dict[tuple[int, ...], tuple[tuple, dict]] = field(default_factory=dict)
+    transformer_calls: dict[tuple[str, tuple[int, ...]], int] = field(default_factory=lambda: defaultdict(int))
+    transformer_inputs: dict[tuple[str, tuple[int, ...]], tuple[tuple, dict]] = field(default_factory=dict)
 
     @property
     def video_inputs(self) -> tuple[tuple, dict]:
-        """The inputs of the largest latent shape: the video pass."""
-        return self.transformer_inputs[max(self.transformer_inputs, key=lambda shape: torch.Size(shape).numel())]
+        """The inputs of the largest latent shape (the video pass), as the high-noise expert got them."""
+        return self.transformer_inputs[max(self.transformer_inputs, key=lambda key: (torch.Size(key[1]).numel(),
+                                                                                     key[0] == "transformer"))]
 
 
 @contextmanager
@@ -77,12 +79,12 @@ def stage_timers(pipeline: SeedkitTextToVideoPipeline) -> Iterator[StageTimes]:
     times = StageTimes()
     starts: dict[str, float] = {}
 
-    def pre_hook(name: str):
+    def pre_hook(name: str, expert: str | None = None):
         def hook(module, args, kwargs):
-            if name == "transformer":
-                shape = tuple(kwargs["hidden_states"].shape)
-                times.transformer_inputs.setdefault(shape, (args, dict(kwargs)))
-                times.transformer_calls[shape] += 1
+            if expert is not None:
+                key = (expert, tuple(kwargs["hidden_states"].shape))
+                times.transformer_inputs.setdefault(key, (args, dict(kwargs)))
+                times.transformer_calls[key] += 1
             starts[name] = time.perf_counter()
 
         return hook
@@ -93,13 +95,16 @@ def stage_timers(pipeline: SeedkitTextToVideoPipeline) -> Iterator[StageTimes]:
 
         return hook
 
-    # A two-expert model (Wan 2.2 style) calls transformer_2 below its boundary: the same architecture and stage.
-    modules = [("text_encoder", pipeline.text_encoder), ("transformer", pipeline.transformer)]
-    if getattr(pipeline, "transformer_2", None) is not None:
-        modules.append(("transformer", pipeline.transformer_2))
+    # Every expert (Wan 2.2's low-noise transformer_2, the image experts) is the transformer stage. One module in
+    # two slots is hooked once, under its first slot.
+    modules = [("text_encoder", None, pipeline.text_encoder)]
+    for slot in ("transformer", "transformer_2", "image_transformer", "image_transformer_2"):
+        expert = getattr(pipeline, slot, None)
+        if expert is not None and all(expert is not module for _, _, module in modules):
+            modules.append(("transformer", slot, expert))
     handles = []
-    for name, module in modules:
-        handles.append(module.register_forward_pre_hook(pre_hook(name), with_kwargs=True))
+    for name, slot, module in modules:
+        handles.append(module.register_forward_pre_hook(pre_hook(name, slot), with_kwargs=True))
         handles.append(module.register_forward_hook(post_hook(name), with_kwargs=True))
 
     vae = pipeline.vae
@@ -121,11 +126,11 @@ def stage_timers(pipeline: SeedkitTextToVideoPipeline) -> Iterator[StageTimes]:
             handle.remove()
 
 
-def count_transformer_flops(pipeline: SeedkitTextToVideoPipeline, inputs: tuple[tuple, dict]) -> int:
-    """FLOPs of one transformer forward on ``inputs`` (as captured from the pipeline)."""
+def count_transformer_flops(pipeline: SeedkitTextToVideoPipeline, expert: str, inputs: tuple[tuple, dict]) -> int:
+    """FLOPs of one forward of the expert in slot ``expert`` on ``inputs`` (as captured from the pipeline)."""
     args, kwargs = inputs
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        pipeline.transformer(*args, **kwargs)
+        getattr(pipeline, expert)(*args, **kwargs)
     return counter.get_total_flops()
 
 
@@ -170,9 +175,9 @@ def bench_size(pipeline: SeedkitTextToVideoPipeline, size: VideoSize, args: argp
 
     _, warmup = run_once()  # also captures the transformer's inputs for the FLOP count
     flops_per_call = {
-        shape: count_transformer_flops(pipeline, inputs) for shape, inputs in warmup.transformer_inputs.items()
+        key: count_transformer_flops(pipeline, key[0], inputs) for key, inputs in warmup.transformer_inputs.items()
     }
-    transformer_flops = sum(flops_per_call[shape] * calls for shape, calls in warmup.transformer_calls.items())
+    transformer_flops = sum(flops_per_call[key] * calls for key, calls in warmup.transformer_calls.items())
     hidden_states = warmup.video_inputs[1]["hidden_states"]
     text = warmup.video_inputs[1]["encoder_hidden_states"]
     visual_tokens = pipeline.num_visual_tokens(tuple(hidden_states.shape))
@@ -200,8 +205,9 @@ def bench_size(pipeline: SeedkitTextToVideoPipeline, size: VideoSize, args: argp
         "total": median(totals),
         "stages": {name: median(values) for name, values in stage_runs.items()},
         "transformer_calls": sum(warmup.transformer_calls.values()),
-        "image_calls": sum(calls for shape, calls in warmup.transformer_calls.items() if shape != hidden_states.shape),
-        "flops_per_call": flops_per_call[tuple(hidden_states.shape)],
+        "image_calls": sum(calls for (_, shape), calls in warmup.transformer_calls.items()
+                           if shape != tuple(hidden_states.shape)),
+        "flops_per_call": flops_per_call[("transformer", tuple(hidden_states.shape))],
         "transformer_flops_per_s": median(transformer_rates),
         "matmul_flops_per_s": median(matmul_rates),
         "matmul_shape": f"[{rows}, {width}] @ [{width}, {4 * width}]",
@@ -218,7 +224,8 @@ def print_result(result: dict) -> None:
     print(
         f"{'':>12}  transformer: {result['transformer_calls']} calls ({result['image_calls']} of them image-first's "
         f"image pass); video pass batch {result['batch']} x {result['tokens']} tokens, "
-        f"{result['flops_per_call'] / 1e9:.3f} GFLOP each; {result['transformer_flops_per_s'] / 1e9:.2f} "
+        f"{result['flops_per_call'] / 1e9:.3f} GFLOP per high-noise call; "
+        f"{result['transformer_flops_per_s'] / 1e9:.2f} "
         f"GFLOP/s; matmul {result['matmul_shape']} {result['matmul_flops_per_s'] / 1e9:.2f} GFLOP/s; "
         f"ratio {ratio:.3f}"
     )
