@@ -12,7 +12,8 @@ the video pipeline works, as does diffusers' `from_pipe`):
   same `set_timesteps(num_inference_steps, mu=...)` / `step` API works).
 * ``transformer_2`` (optional), with the config value ``boundary_ratio``: two noise-interval experts, as Wan 2.2
   ships them. ``transformer`` predicts at timesteps ``>= boundary_ratio * 1000`` (high noise: layout and motion),
-  ``transformer_2`` below (low noise: detail); both must share the latent layout (channels, patch, condition).
+  ``transformer_2`` below (low noise: detail); both must read the same latents, condition and text (their patch
+  sizes may differ).
   Train the high-noise one with the recipe option ``task.sigma_range``.
 * ``image_transformer`` / ``image_transformer_2`` (optional): the experts of image generation (text-to-image, and
   the image pass of image-first text-to-video), as Emu Video samples the first frame with an image model. Each one
@@ -768,7 +769,8 @@ class SeedkitPipelineBase(DiffusionPipeline):
             latents: `[B, C, F', H', W']` float32 starting noise (normalised latent space).
             timesteps: `[N]` the scheduler's timesteps (set by :meth:`set_scheduler_timesteps`).
             condition: `[B, condition_channels, F', H', W']` for image-to-video, else None.
-            guidance_scale_2: the scale of the steps `transformer_2` takes (None: `guidance_scale` throughout).
+            guidance_scale_2: the scale of the low-noise steps, which `transformer_2` (or `image_transformer_2`)
+                takes (None: `guidance_scale` throughout).
             progress_label: names this loop on its progress bar when a call runs more than one (image first),
                 unless `set_progress_bar_config(desc=...)` chose a label.
             image: sample an image (one latent frame) with the image experts where the model has them (see
