@@ -17,7 +17,8 @@ __all__ = ["SeedkitTextToImagePipeline"]
 class SeedkitTextToImagePipeline(SeedkitPipelineBase):
     r"""Text-to-image with rectified flow; images are one-frame videos to the transformer and the causal VAE.
 
-    A model with image experts (`image_transformer`, `image_transformer_2`) samples with them. Components and config: see :class:`~seedkit.pipelines.base.SeedkitPipelineBase`.
+    A model with image experts (`image_transformer`, `image_transformer_2`) samples with them. Components and config:
+    see :class:`~seedkit.pipelines.base.SeedkitPipelineBase`.
 
     Example:
         ```py

@@ -22,8 +22,8 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
     arXiv:2311.10709): the first frame is sampled as an image (one latent frame, the text-to-image task), then the
     video is sampled with that latent frame as its image-to-video condition. The image pass runs the model's image
     experts where it has them (`image_transformer`, `image_transformer_2`), its video experts otherwise; the video
-    experts need `condition_channels = latent_channels + 1`. It helps where a model draws a subject better in an image than
-    in the latent frames its VAE packs several video frames into, and holds a subject it is shown: ShapesWorld's
+    experts need `condition_channels = latent_channels + 1`. It helps where a model draws a subject better in an image
+    than in the latent frames its VAE packs several video frames into, and holds a subject it is shown: ShapesWorld's
     default model draws the asked shape far more often in images, and keeps a given first frame's shape.
 
     Components and config: see :class:`~seedkit.pipelines.base.SeedkitPipelineBase`.
