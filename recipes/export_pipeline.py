@@ -40,13 +40,29 @@ images alone with finer patches, `--set data.image_fraction=1.0 --set 'model.tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@contextlib.contextmanager
+def exported_run(run_dir: Path) -> Iterator[Path]:
+    """`run_dir` itself when it is a run's `final` export; for a checkpoint directory, its EMA weights exported to a
+    temporary `final` directory that lives as long as the context."""
+    from seedkit.training.checkpoint import CHECKSUM_FILE
+    from seedkit.training.recipes import export_checkpoint
+
+    if not (run_dir / CHECKSUM_FILE).is_file():
+        yield run_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="export-") as exported:
+        yield export_checkpoint(run_dir, Path(exported) / "final")
 
 
 def export_pipeline(
@@ -55,6 +71,7 @@ def export_pipeline(
     height: int,
     width: int,
     num_frames: int,
+    *,
     shift: float = 1.0,
     low_noise_transformer: Path | None = None,
     boundary_ratio: float | None = None,
@@ -74,62 +91,56 @@ def export_pipeline(
     from seedkit.models.text_encoders import TEXT_ENCODERS
     from seedkit.pipelines import SeedkitTextToVideoPipeline
     from seedkit.pipelines.base import assemble_components
-    from seedkit.training.checkpoint import CHECKSUM_FILE
-    from seedkit.training.recipes import export_checkpoint
 
-    if (run_dir / CHECKSUM_FILE).is_file():
-        with tempfile.TemporaryDirectory(prefix="export-") as exported:
-            final = export_checkpoint(run_dir, Path(exported) / "final")
-            return export_pipeline(
-                final, out_dir, height, width, num_frames, shift, low_noise_transformer, boundary_ratio,
-                transformer_dtype, high_noise_transformer, image_first, image_transformer, image_low_noise_transformer,
+    with exported_run(run_dir) as run_dir:
+        name_file = run_dir / "text_encoder_name.txt"
+        if not name_file.exists():
+            raise FileNotFoundError(
+                f"{name_file} is missing: pass the 'final' directory that recipes/train.py exports"
             )
-    name_file = run_dir / "text_encoder_name.txt"
-    if not name_file.exists():
-        raise FileNotFoundError(f"{name_file} is missing: pass the 'final' directory that recipes/train.py exports")
-    text_encoder_name = name_file.read_text(encoding="utf-8").strip()
-    components = assemble_components(
-        run_dir / "transformer",
-        run_dir / "vae",
-        text_encoder_name,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
-    )
-    from seedkit.models.transformer_mmdit import SeedTransformer3DModel
+        text_encoder_name = name_file.read_text(encoding="utf-8").strip()
+        components = assemble_components(
+            run_dir / "transformer",
+            run_dir / "vae",
+            text_encoder_name,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        )
+        from seedkit.models.transformer_mmdit import SeedTransformer3DModel
 
-    if low_noise_transformer is not None:
-        components["transformer_2"] = SeedTransformer3DModel.from_pretrained(low_noise_transformer)
-    if high_noise_transformer is not None:
-        # the pipeline samples `transformer` above the boundary and `transformer_2` below it
-        components["transformer_2"] = components["transformer"]
-        components["transformer"] = SeedTransformer3DModel.from_pretrained(high_noise_transformer)
-    if image_transformer is not None:
-        components["image_transformer"] = SeedTransformer3DModel.from_pretrained(image_transformer)
-    if image_low_noise_transformer is not None:
-        components["image_transformer_2"] = SeedTransformer3DModel.from_pretrained(image_low_noise_transformer)
-    pipeline = SeedkitTextToVideoPipeline(
-        **components,
-        boundary_ratio=boundary_ratio,
-        default_height=height,
-        default_width=width,
-        default_num_frames=num_frames,
-        # Prompts are truncated exactly as the latent cache truncated them in training.
-        max_sequence_length=TEXT_ENCODERS[text_encoder_name].max_sequence_length,
-        text_encoder_name=text_encoder_name,
-        image_first=image_first,
-    )
-    if image_first:
-        pipeline.check_first_frame_condition("--image-first")
-    pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
-    # from_pretrained records where each component was loaded from (the run's local paths); a published model
-    # names each component by its folder instead.
-    experts = ("transformer", "transformer_2", "image_transformer", "image_transformer_2")
-    for name in ("vae", *experts):
-        if getattr(pipeline, name) is not None:
-            getattr(pipeline, name).register_to_config(_name_or_path=name)
-    for name in experts:
-        if getattr(pipeline, name) is not None:
-            getattr(pipeline, name).to(getattr(torch, transformer_dtype))
-    return pipeline.save_model_directory(out_dir)
+        if low_noise_transformer is not None:
+            components["transformer_2"] = SeedTransformer3DModel.from_pretrained(low_noise_transformer)
+        if high_noise_transformer is not None:
+            # the pipeline samples `transformer` above the boundary and `transformer_2` below it
+            components["transformer_2"] = components["transformer"]
+            components["transformer"] = SeedTransformer3DModel.from_pretrained(high_noise_transformer)
+        if image_transformer is not None:
+            components["image_transformer"] = SeedTransformer3DModel.from_pretrained(image_transformer)
+        if image_low_noise_transformer is not None:
+            components["image_transformer_2"] = SeedTransformer3DModel.from_pretrained(image_low_noise_transformer)
+        pipeline = SeedkitTextToVideoPipeline(
+            **components,
+            boundary_ratio=boundary_ratio,
+            default_height=height,
+            default_width=width,
+            default_num_frames=num_frames,
+            # Prompts are truncated exactly as the latent cache truncated them in training.
+            max_sequence_length=TEXT_ENCODERS[text_encoder_name].max_sequence_length,
+            text_encoder_name=text_encoder_name,
+            image_first=image_first,
+        )
+        if image_first:
+            pipeline.check_first_frame_condition("--image-first")
+        pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
+        # from_pretrained records where each component was loaded from (the run's local paths); a published model
+        # names each component by its folder instead.
+        experts = ("transformer", "transformer_2", "image_transformer", "image_transformer_2")
+        for name in ("vae", *experts):
+            if getattr(pipeline, name) is not None:
+                getattr(pipeline, name).register_to_config(_name_or_path=name)
+        for name in experts:
+            if getattr(pipeline, name) is not None:
+                getattr(pipeline, name).to(getattr(torch, transformer_dtype))
+        return pipeline.save_model_directory(out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,14 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         args.height,
         args.width,
         args.frames,
-        args.shift,
-        args.low_noise_transformer,
-        args.boundary_ratio,
-        args.transformer_dtype,
-        args.high_noise_transformer,
-        args.image_first,
-        args.image_transformer,
-        args.image_low_noise_transformer,
+        shift=args.shift,
+        low_noise_transformer=args.low_noise_transformer,
+        boundary_ratio=args.boundary_ratio,
+        transformer_dtype=args.transformer_dtype,
+        high_noise_transformer=args.high_noise_transformer,
+        image_first=args.image_first,
+        image_transformer=args.image_transformer,
+        image_low_noise_transformer=args.image_low_noise_transformer,
     )
     size_mb = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
     print(f"pipeline written to {path} ({size_mb:.1f} MB)")
