@@ -135,8 +135,9 @@ def caption_losses(pipeline, clip: ProbeClip, sigma: float, generator: torch.Gen
     losses = []
     for caption in (clip.caption, clip.edited_caption):
         embeddings, _ = pipeline.encode_prompt([caption], None, False)
-        # a two-expert model is probed, at each sigma, with the expert that samples there
-        transformer = pipeline.transformer_for(path.timestep)
+        # a two-expert model is probed, at each sigma, with the expert that samples there; a one-latent-frame clip
+        # (num_frames=1) is an image, which the model's image experts sample where it has them
+        transformer = pipeline.transformer_for(path.timestep, image=clip.latents.shape[2] == 1)
         velocity = transformer(
             hidden_states=path.x_t.to(transformer.dtype),
             timestep=path.timestep.to(transformer.dtype),

@@ -143,6 +143,37 @@ def test_a_two_expert_model_is_probed_with_the_expert_of_each_noise_level():
     pipe.register_to_config(boundary_ratio=None)
     assert losses(0.3) == paired_low  # below it: exactly the low-noise expert's losses
 
+
+def test_an_image_is_probed_with_the_image_expert_of_its_noise_level():
+    import copy
+
+    import torch
+
+    from seedkit.training.objectives import foreground_score
+
+    pipe = _debug_pipeline()
+    generator = torch.Generator().manual_seed(0)
+    image_expert = copy.deepcopy(pipe.transformer)
+    with torch.no_grad():
+        for parameter in image_expert.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+    def losses(num_latent_frames, sigma):
+        latents = torch.randn(1, pipe.transformer.config.in_channels, num_latent_frames, 4, 4, generator=generator)
+        clip = ProbeClip(latents, "a red circle", "a blue circle", foreground_score(latents))
+        return caption_losses(pipe, clip, sigma, torch.Generator().manual_seed(1))
+
+    generator.manual_seed(1)
+    video_expert_losses = losses(1, 0.9), losses(2, 0.9)
+    pipe.register_modules(image_transformer=image_expert)
+    generator.manual_seed(1)
+    image_losses, clip_losses = losses(1, 0.9), losses(2, 0.9)
+    assert image_losses != video_expert_losses[0]  # the image went to the image expert
+    assert clip_losses == video_expert_losses[1]  # the clip still to the video expert
+    pipe.register_modules(transformer=image_expert, image_transformer=None)
+    generator.manual_seed(1)
+    assert losses(1, 0.9) == image_losses  # exactly the image expert's losses
+
 class _CaptionOffsetPipeline:
     """A stand-in pipeline whose velocity is 0 for the caption "true" and ``offset`` on ``where`` (a boolean latent
     mask) for any other caption, so the loss gap has a closed form."""
@@ -153,7 +184,8 @@ class _CaptionOffsetPipeline:
         self.where, self.offset = where, offset
         self.dtype = torch.float32
 
-    def transformer_for(self, timestep):  # caption_losses runs the model that samples at the timestep, and its dtype
+    # caption_losses runs the model that samples at the timestep, and its dtype
+    def transformer_for(self, timestep, image=False):
         return self
 
     def encode_prompt(self, prompt, negative_prompt, do_classifier_free_guidance):
