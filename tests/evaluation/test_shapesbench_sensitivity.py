@@ -111,6 +111,16 @@ def test_a_model_that_reads_the_caption_has_wins_and_losses_not_ties():
 
 
 
+def _perturb_(model, generator, scale: float = 0.05):
+    """Add seeded noise to every weight in place, so two copies of a model predict apart."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
 def test_a_two_expert_model_is_probed_with_the_expert_of_each_noise_level():
     import copy
 
@@ -120,13 +130,8 @@ def test_a_two_expert_model_is_probed_with_the_expert_of_each_noise_level():
 
     pipe = _debug_pipeline()
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in pipe.transformer.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    high_noise, low_noise = pipe.transformer, copy.deepcopy(pipe.transformer)
-    with torch.no_grad():
-        for parameter in low_noise.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    high_noise = _perturb_(pipe.transformer, generator)
+    low_noise = _perturb_(copy.deepcopy(high_noise), generator)
     latents = torch.randn(1, high_noise.config.in_channels, 2, 4, 4, generator=generator)
     clip = ProbeClip(latents, "a red circle", "a blue circle", foreground_score(latents))
 
@@ -153,10 +158,7 @@ def test_an_image_is_probed_with_the_image_expert_of_its_noise_level():
 
     pipe = _debug_pipeline()
     generator = torch.Generator().manual_seed(0)
-    image_expert = copy.deepcopy(pipe.transformer)
-    with torch.no_grad():
-        for parameter in image_expert.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    image_expert = _perturb_(copy.deepcopy(pipe.transformer), generator)
 
     def losses(num_latent_frames, sigma):
         latents = torch.randn(1, pipe.transformer.config.in_channels, num_latent_frames, 4, 4, generator=generator)
@@ -173,6 +175,7 @@ def test_an_image_is_probed_with_the_image_expert_of_its_noise_level():
     pipe.register_modules(transformer=image_expert, image_transformer=None)
     generator.manual_seed(1)
     assert losses(1, 0.9) == image_losses  # exactly the image expert's losses
+
 
 class _CaptionOffsetPipeline:
     """A stand-in pipeline whose velocity is 0 for the caption "true" and ``offset`` on ``where`` (a boolean latent
