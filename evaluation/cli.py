@@ -20,6 +20,8 @@ import argparse
 import json
 from typing import Any
 
+from seedkit.generate import add_sde_arguments, sde_sampling_from_args
+
 BENCHMARKS = ("shapesbench", "sensitivity", "steering")
 
 
@@ -73,17 +75,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sigmas", type=float, nargs="+", help="sensitivity: noise levels to probe (default: 0.8 0.95)"
     )
     parser.add_argument("--seed", type=int, default=0, help="sensitivity, steering: seed of the probe clips and noise")
+    add_sde_arguments(parser)
 
 
 def pipeline_generator(args: argparse.Namespace, renoise: float | None = None) -> tuple[Any, dict[str, Any]]:
     """The ``--model`` directory's sampler with the command line's settings, and those settings for the report."""
     from evaluation.shapesbench.runner import PipelineGenerator
 
+    try:
+        sde = sde_sampling_from_args(args)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     generate_fn = PipelineGenerator(
         args.model, args.steps, args.guidance, args.device, renoise=renoise, guidance_scale_2=args.guidance_2,
-        image_first=args.image_first,
+        image_first=args.image_first, sde=sde,
     )
     settings = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}
+    if sde is not None:
+        settings["sde"] = {"noise_level": sde.noise_level, "window": list(sde.window), "passes": sde.passes}
     if args.guidance_2 is not None:
         settings["guidance_2"] = args.guidance_2
     if args.image_first is not None:

@@ -35,6 +35,9 @@ images alone with finer patches, `--set data.image_fraction=1.0 --set 'model.tra
     python recipes/export_pipeline.py runs/high-noise/final --out models/experts \
         --low-noise-transformer runs/low-noise/final/transformer --boundary-ratio 0.6 --image-first \
         --image-low-noise-transformer runs/low-noise-images/final/transformer
+
+`--sde-noise A` (with `--sde-window LOW HIGH`, `--sde-passes all|images|videos`) stores
+`seedkit.pipelines.schedulers.FlowMatchSDEScheduler` schedulers, so the model samples with SDE steps by default.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from seedkit.generate import add_sde_arguments, sde_sampling_from_args
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -80,6 +85,7 @@ def export_pipeline(
     image_first: bool = False,
     image_transformer: Path | None = None,
     image_low_noise_transformer: Path | None = None,
+    sde=None,
 ) -> Path:
     if low_noise_transformer is not None and high_noise_transformer is not None:
         raise ValueError("a run is one expert of a pair: give its partner as low_noise_transformer or as "
@@ -130,6 +136,8 @@ def export_pipeline(
         )
         if image_first:
             pipeline.check_first_frame_condition("--image-first")
+        if sde is not None:  # a seedkit.pipelines.schedulers.SDESampling: store its schedulers as the model's
+            sde.apply(pipeline)
         pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
         # from_pretrained records where each component was loaded from (the run's local paths); a published model
         # names each component by its folder instead.
@@ -189,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="text-to-video draws the first frame as an image, then the video conditioned on it",
     )
+    add_sde_arguments(parser)
     args = parser.parse_args(argv)
     has_partner = args.low_noise_transformer is not None or args.high_noise_transformer is not None
     if has_partner != (args.boundary_ratio is not None):
@@ -207,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         image_first=args.image_first,
         image_transformer=args.image_transformer,
         image_low_noise_transformer=args.image_low_noise_transformer,
+        sde=sde_sampling_from_args(args),
     )
     size_mb = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) / 1e6
     print(f"pipeline written to {path} ({size_mb:.1f} MB)")

@@ -85,6 +85,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None,
                         help="torch device (default: cuda:$LOCAL_RANK when CUDA is available, else cpu)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    add_sde_arguments(parser)
+
+
+def add_sde_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--sde-noise`, `--sde-window`, `--sde-passes` (seedkit.pipelines.schedulers.SDESampling); shared with
+    `seedkit eval`."""
+    parser.add_argument(
+        "--sde-noise", type=float, metavar="A",
+        help="sample with SDE steps of this noise level instead of the model's schedulers (FlowMatchSDEScheduler; "
+        "0: the ODE)",
+    )
+    parser.add_argument(
+        "--sde-window", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(0.0, 1.0),
+        help="with --sde-noise: steps starting at a sigma in [LOW, HIGH] are stochastic (default: 0 1)",
+    )
+    parser.add_argument(
+        "--sde-passes", default="all", metavar="{all,images,videos}",
+        help="with --sde-noise: what samples with the SDE: all, images (text-to-image and the image pass of image "
+        "first) or videos (default: all)",
+    )
+
+
+def sde_sampling_from_args(args: argparse.Namespace):
+    """The command line's :class:`~seedkit.pipelines.schedulers.SDESampling`, or None without --sde-noise."""
+    if args.sde_noise is None:
+        return None
+    from seedkit.pipelines.schedulers import SDESampling
+
+    return SDESampling(args.sde_noise, tuple(args.sde_window), args.sde_passes)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -238,7 +267,7 @@ def parse_prompts_file(path: Path, args: argparse.Namespace, out_dir: Path) -> t
 class PipelineCache:
     """Loads the model directory once and hands out the pipeline of each task over the same components."""
 
-    def __init__(self, model_dir: Path, device: str, dtype: str):
+    def __init__(self, model_dir: Path, device: str, dtype: str, sde=None):
         import torch
 
         from seedkit.pipelines import PIPELINES_BY_TASK, SeedkitTextToVideoPipeline
@@ -247,6 +276,8 @@ class PipelineCache:
         # float32 is the stored dtype; only pass a dtype when converting (the keyword's name differs across versions).
         kwargs = {} if dtype == "float32" else {"torch_dtype": getattr(torch, dtype)}
         self.base = SeedkitTextToVideoPipeline.from_pretrained(model_dir, **kwargs).to(device)
+        if sde is not None:
+            sde.apply(self.base)
         self.cache = {"t2v": self.base}
 
     def get(self, task: str):
@@ -401,7 +432,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         model_dir = resolve_model_dir(args.model)
-    except FileNotFoundError as error:
+        sde = sde_sampling_from_args(args)
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -411,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
         device = args.device or (
             f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
         )
-        return PipelineCache(model_dir, device, args.dtype)
+        return PipelineCache(model_dir, device, args.dtype, sde)
 
     if args.prompts is not None:
         return run_bulk(args, pipelines_factory)

@@ -182,3 +182,21 @@ def test_image_first_flag_overrides_the_models_default(model_dir, tmp_path):
     assert not np.array_equal(one_stage, image_first)
     np.testing.assert_array_equal(frames("c.mp4", model_dir, "--image-first"), image_first)
     np.testing.assert_array_equal(frames("d.mp4", tmp_path / "image_first", "--no-image-first"), one_stage)
+
+
+def test_sde_flags_sample_the_asked_passes_with_sde_steps(model_dir, tmp_path, capsys):
+    def run(name, *extra):
+        out = tmp_path / name
+        assert main(["generate", "a red circle", "--model", str(model_dir), "--out", str(out), *FAST, *extra]) == 0
+        return png(out) if name.endswith(".png") else read_video(out, with_audio=False).frames
+
+    ode_image, ode_video = run("ode.png"), run("ode.mp4")
+    sde = ["--sde-noise", "0.9", "--sde-window", "0", "1"]
+    image, again = run("sde.png", *sde, "--sde-passes", "images"), run("again.png", *sde, "--sde-passes", "images")
+    np.testing.assert_array_equal(image, again)  # the seed draws the SDE's noise too
+    assert not np.array_equal(image, ode_image)
+    np.testing.assert_array_equal(run("videos.png", *sde, "--sde-passes", "videos"), ode_image)
+    np.testing.assert_array_equal(run("images.mp4", *sde, "--sde-passes", "images"), ode_video)
+    assert main(["generate", "a red circle", "--model", str(model_dir), "--out", str(tmp_path / "x.png"),
+                 "--sde-noise", "0.5", "--sde-passes", "frames"]) == 2
+    assert "passes must be one of all, images, videos" in capsys.readouterr().err

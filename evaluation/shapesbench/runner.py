@@ -143,6 +143,8 @@ class PipelineGenerator:
             from its first latent frame).
         image_first: text-to-video items sample the first frame as an image, then the clip from it (None: the
             model's ``image_first``), to compare a model's one-pass and image-first samples on the same prompts.
+        sde: a :class:`~seedkit.pipelines.schedulers.SDESampling` to sample with in place of the model's schedulers
+            (None: the model's own).
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class PipelineGenerator:
         renoise: float | None = None,
         guidance_scale_2: float | None = None,
         image_first: bool | None = None,
+        sde: Any = None,
     ) -> None:
         if renoise is not None and not 0.0 < renoise <= 1.0:
             raise ValueError(f"renoise is a strength in (0, 1] (1: generate from pure noise); got {renoise}")
@@ -169,6 +172,7 @@ class PipelineGenerator:
         self.device = device
         self.renoise = renoise
         self.image_first = image_first
+        self.sde = sde
         self._pipelines: dict[str, Any] = {}
 
     def pipeline(self, task: str):
@@ -180,6 +184,8 @@ class PipelineGenerator:
             if "t2v" not in self._pipelines:
                 device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
                 base = SeedkitTextToVideoPipeline.from_pretrained(self.model_dir).to(device)
+                if self.sde is not None:
+                    self.sde.apply(base)
                 base.set_progress_bar_config(disable=True)
                 self._pipelines["t2v"] = base
             if task not in PIPELINES_BY_TASK:

@@ -21,6 +21,9 @@ the video pipeline works, as does diffusers' `from_pipe`):
   steps below ``boundary_ratio``, so it needs a two-expert model. An image expert may cut its patches finer than the
   video experts: an image has a fifth of a 17-frame clip's latent frames, so (1, 1, 1) patches there cost less than
   the clip's (1, 2, 2) ones.
+* ``image_scheduler`` (optional): steps image generation in place of ``scheduler`` (same timesteps API), e.g. a
+  :class:`~seedkit.pipelines.schedulers.FlowMatchSDEScheduler` that samples images with SDE steps while videos keep
+  the ODE.
 
 Latents seen by the transformer are normalised, `(z - vae.shift_factor) * vae.scaling_factor`; the transformer's
 timestep input is `sigma * 1000`, which is what the scheduler's `timesteps` are.
@@ -231,7 +234,9 @@ class SeedkitPipelineBase(DiffusionPipeline):
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
     # Optional so a directory saved with bundle_text_encoder=False loads, and a pipeline can run on precomputed
     # `prompt_embeds` alone.
-    _optional_components = ["text_encoder", "tokenizer", "transformer_2", "image_transformer", "image_transformer_2"]
+    _optional_components = [
+        "text_encoder", "tokenizer", "transformer_2", "image_transformer", "image_transformer_2", "image_scheduler"
+    ]
 
     def __init__(
         self,
@@ -250,6 +255,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
         image_first: bool = False,
         image_transformer: SeedTransformer3DModel | None = None,
         image_transformer_2: SeedTransformer3DModel | None = None,
+        image_scheduler: FlowMatchEulerDiscreteScheduler | None = None,
     ):
         super().__init__()
         if text_encoder is None and tokenizer is None and text_encoder_name is not None:
@@ -266,6 +272,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
             transformer_2=transformer_2,
             image_transformer=image_transformer,
             image_transformer_2=image_transformer_2,
+            image_scheduler=image_scheduler,
         )
         self.register_to_config(
             default_height=default_height,
@@ -601,23 +608,34 @@ class SeedkitPipelineBase(DiffusionPipeline):
         frames, height, width = latent_shape[-3:]
         return -(-frames // patch_t) * (height // patch_h) * (width // patch_w)
 
+    def scheduler_for(self, image: bool = False) -> FlowMatchEulerDiscreteScheduler:
+        """The scheduler that steps a sampling loop: `image_scheduler` for images (text-to-image, the image pass of
+        image first) where the model has one, else `scheduler`. Both share timesteps and shift; they may differ in
+        how they step (e.g. SDE steps for images only, :class:`~seedkit.pipelines.schedulers.FlowMatchSDEScheduler`)."""
+        if image and self.image_scheduler is not None:
+            return self.image_scheduler
+        return self.scheduler
+
     def set_scheduler_timesteps(
         self,
         num_inference_steps: int,
         latent_shape: tuple[int, ...],
         device: torch.device,
         sigmas: list[float] | None = None,
+        image: bool = False,
     ) -> torch.Tensor:
-        """Set the scheduler's timesteps; with `use_dynamic_shifting` the shift follows the token count (Flux rule).
+        """Set the timesteps of :meth:`scheduler_for` `(image)`; with `use_dynamic_shifting` the shift follows the token
+        count (Flux rule).
 
         Returns:
             `[N]` timesteps (`sigma * 1000`).
         """
+        scheduler = self.scheduler_for(image)
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1; got {num_inference_steps}")
         kwargs = {}
-        if getattr(self.scheduler.config, "use_dynamic_shifting", False):
-            config = self.scheduler.config
+        if getattr(scheduler.config, "use_dynamic_shifting", False):
+            config = scheduler.config
             kwargs["mu"] = resolution_shift_mu(
                 self.num_visual_tokens(latent_shape),
                 base_seq_len=config.get("base_image_seq_len", 256),
@@ -626,10 +644,10 @@ class SeedkitPipelineBase(DiffusionPipeline):
                 max_shift=config.get("max_shift", 1.15),
             )
         if sigmas is not None:
-            self.scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
+            scheduler.set_timesteps(sigmas=sigmas, device=device, **kwargs)
         else:
-            self.scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
-        return self.scheduler.timesteps
+            scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
+        return scheduler.timesteps
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE latents -> transformer latents: `(z - shift_factor) * scaling_factor`."""
@@ -762,6 +780,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
         guidance_scale_2: float | None = None,
         progress_label: str | None = None,
         image: bool = False,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """The sampling loop: guided velocity, scheduler step, optional callback, under a progress bar.
 
@@ -773,13 +792,17 @@ class SeedkitPipelineBase(DiffusionPipeline):
                 takes (None: `guidance_scale` throughout).
             progress_label: names this loop on its progress bar when a call runs more than one (image first),
                 unless `set_progress_bar_config(desc=...)` chose a label.
-            image: sample an image (one latent frame) with the image experts where the model has them (see
-                :meth:`transformer_for`).
+            image: sample an image (one latent frame) with the image experts and the image scheduler where the model
+                has them (see :meth:`transformer_for`, :meth:`scheduler_for`); `timesteps` must come from
+                :meth:`set_scheduler_timesteps` with the same `image`.
+            generator: handed to the scheduler's steps, which draw noise from it when they are stochastic
+                (:class:`~seedkit.pipelines.schedulers.FlowMatchSDEScheduler`).
 
         Returns:
             `[B, C, F', H', W']` float32 denoised latents.
         """
         self._num_timesteps = len(timesteps)
+        scheduler = self.scheduler_for(image)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             if progress_label is not None and "desc" not in getattr(self, "_progress_bar_config", {}):
                 progress_bar.set_description_str(progress_label, refresh=False)
@@ -796,7 +819,7 @@ class SeedkitPipelineBase(DiffusionPipeline):
                     condition,
                     transformer=self.transformer_for(timestep, image=image),
                 )
-                latents = self.scheduler.step(velocity, timestep, latents, return_dict=False)[0]
+                latents = scheduler.step(velocity, timestep, latents, generator=generator, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     latents, prompt_embeds, negative_prompt_embeds = self.run_callback(
                         callback_on_step_end,

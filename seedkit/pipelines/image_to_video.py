@@ -152,6 +152,7 @@ class SeedkitImageToVideoPipeline(SeedkitPipelineBase):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             guidance_scale_2=guidance_scale_2,
+            generator=generator,
         )
 
         # 8. Decode and post-process.

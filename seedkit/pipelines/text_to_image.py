@@ -107,7 +107,7 @@ class SeedkitTextToImagePipeline(SeedkitPipelineBase):
         )
 
         # 5. Timesteps (resolution-aware shift when the scheduler uses dynamic shifting).
-        timesteps = self.set_scheduler_timesteps(num_inference_steps, tuple(latents.shape), device, sigmas)
+        timesteps = self.set_scheduler_timesteps(num_inference_steps, tuple(latents.shape), device, sigmas, image=True)
 
         # 6. Denoising loop.
         latents = self.denoise(
@@ -122,6 +122,7 @@ class SeedkitTextToImagePipeline(SeedkitPipelineBase):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             guidance_scale_2=guidance_scale_2,
             image=True,
+            generator=generator,
         )
 
         # 7. Decode the single frame and post-process.

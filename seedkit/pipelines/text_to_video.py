@@ -145,7 +145,9 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
         condition = None
         if image_first:
             image_latents = latents[:, :, :1].clone()
-            timesteps = self.set_scheduler_timesteps(num_inference_steps, tuple(image_latents.shape), device, sigmas)
+            timesteps = self.set_scheduler_timesteps(
+                num_inference_steps, tuple(image_latents.shape), device, sigmas, image=True
+            )
             image_latents = self.denoise(
                 image_latents,
                 timesteps,
@@ -156,6 +158,7 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
                 guidance_scale_2=guidance_scale_2,
                 progress_label="image pass",
                 image=True,
+                generator=generator,
             )
             condition = first_frame_condition(image_latents, num_latent_frames=latents.shape[2])
 
@@ -175,6 +178,7 @@ class SeedkitTextToVideoPipeline(SeedkitPipelineBase):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             guidance_scale_2=guidance_scale_2,
             progress_label="video pass" if image_first else None,
+            generator=generator,
         )
 
         # 8. Decode and post-process.

@@ -2,14 +2,10 @@
 
 Liu et al. 2025, "Flow-GRPO: Training Flow Matching Models via Online RL" (arXiv:2505.05470); DanceGRPO (Xue et al.
 2025, arXiv:2505.07818) is the same recipe. An ODE sampler is deterministic, so it has no likelihood for a policy
-gradient. Rollouts therefore run the reverse-time SDE that has the flow's marginals,
-
-    dx = [v(x, t) + g(t)^2 / (2 t) * (x + (1 - t) v(x, t))] dt + g(t) dW,      g(t) = a * sqrt(t / (1 - t)),
-
-(``x_t = (1 - t) x_0 + t * noise``, ``v = noise - x_0``, ``t`` running from 1 to 0; ``x + (1 - t) v`` is the
-predicted noise, ``-noise / t`` the score), discretised with Euler-Maruyama: every step is a Gaussian whose
-log-density the policy gradient differentiates. Rewards are normalised within each group of samples of one prompt
-(GRPO's advantage), and the loss is PPO's clipped ratio objective, optionally with a KL term to a frozen reference.
+gradient. Rollouts therefore run the reverse-time SDE that has the flow's marginals (:mod:`seedkit.flow.sde`),
+discretised with Euler-Maruyama: every step is a Gaussian whose log-density the policy gradient differentiates.
+Rewards are normalised within each group of samples of one prompt (GRPO's advantage), and the loss is PPO's
+clipped ratio objective, optionally with a KL term to a frozen reference.
 
 Everything here knows nothing about networks: a *velocity function* ``velocity_fn(latents, sigma) -> velocity``
 (``[B, ...]``, ``[]`` -> ``[B, ...]``) is the policy. Models trained with this sample best with the plain ODE
@@ -18,75 +14,14 @@ sampler afterwards, as the paper reports.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from seedkit.flow.sde import SDEStepOutput, flow_sde_step, sde_noise_scale
+
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class SDEStepOutput:
-    """One Euler-Maruyama step of the marginal-preserving SDE.
-
-    Attributes:
-        prev_sample: ``[B, ...]`` the state at the next (lower) noise level.
-        mean: ``[B, ...]`` the Gaussian's mean.
-        std: ``[]`` its standard deviation (the same for every element).
-        log_prob: ``[B]`` log-density of ``prev_sample``, averaged over the non-batch elements (a per-element scale
-            keeps the policy ratio well conditioned for any latent size, as Flow-GRPO does).
-    """
-
-    prev_sample: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-    log_prob: torch.Tensor
-
-
-def sde_noise_scale(sigma: torch.Tensor, noise_level: float, max_sigma: float) -> torch.Tensor:
-    """``g(sigma) = a * sqrt(sigma / (1 - sigma))``, with sigma capped at ``max_sigma`` where it diverges (t = 1)."""
-    sigma = torch.clamp(sigma, max=max_sigma)
-    return noise_level * torch.sqrt(sigma / (1.0 - sigma))
-
-
-def flow_sde_step(
-    velocity: torch.Tensor,
-    sample: torch.Tensor,
-    sigma: torch.Tensor,
-    sigma_next: torch.Tensor,
-    noise_level: float,
-    max_sigma: float,
-    prev_sample: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> SDEStepOutput:
-    """Step ``sample`` from ``sigma`` down to ``sigma_next`` along the SDE; score ``prev_sample`` when given.
-
-    Args:
-        velocity: ``[B, ...]`` the policy's velocity at ``(sample, sigma)``.
-        sample: ``[B, ...]`` the current state ``x_sigma``.
-        sigma, sigma_next: ``[]`` noise levels, ``sigma > sigma_next >= 0``.
-        noise_level: ``a`` in ``g``; 0 would make the step the Euler ODE step (and the density degenerate).
-        max_sigma: cap for sigma inside ``g`` (Flow-GRPO uses the schedule's second sigma).
-        prev_sample: the next state to score (training); None draws it (rollout).
-    """
-    if noise_level <= 0:
-        raise ValueError(f"noise_level must be > 0 for a stochastic step with a density; got {noise_level}")
-    sigma = sigma.to(torch.float32)
-    sigma_next = sigma_next.to(torch.float32)
-    dt = sigma_next - sigma  # negative: noise goes down
-    velocity = velocity.float()
-    sample = sample.float()
-    scale = sde_noise_scale(sigma, noise_level, max_sigma)
-    predicted_noise = sample + (1.0 - sigma) * velocity
-    mean = sample + (velocity + scale**2 / (2.0 * sigma) * predicted_noise) * dt
-    std = scale * torch.sqrt(-dt)
-    if prev_sample is None:
-        noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-        prev_sample = mean + std * noise
-    log_density = -((prev_sample.detach() - mean) ** 2) / (2.0 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
-    return SDEStepOutput(prev_sample, mean, std, log_density.flatten(1).mean(dim=1))
 
 
 @dataclass

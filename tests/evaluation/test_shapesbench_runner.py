@@ -236,6 +236,28 @@ def test_renoise_starts_from_the_noised_ground_truth(tmp_path):
     assert data["settings"]["renoise"] == 0.3 and data["summary"]["failed"] == 0
 
 
+def test_sde_flags_reach_the_pipeline_and_the_report(tmp_path):
+    from evaluation.shapesbench.runner import PipelineGenerator
+    from seedkit.cli import main
+    from seedkit.pipelines import SeedkitTextToVideoPipeline
+    from seedkit.pipelines.schedulers import FlowMatchSDEScheduler, SDESampling
+
+    pipe = SeedkitTextToVideoPipeline.from_flavor(
+        "debug", seed=0, default_height=16, default_width=16, default_num_frames=5, max_sequence_length=16
+    )
+    pipe.save_pretrained(tmp_path / "model")
+    generator = PipelineGenerator(tmp_path / "model", device="cpu", sde=SDESampling(0.4, (0.0, 0.6), "images"))
+    loaded = generator.pipeline("t2i")
+    assert isinstance(loaded.image_scheduler, FlowMatchSDEScheduler)
+    assert loaded.image_scheduler.config.sde_noise_level == 0.4
+    assert main(["eval", "shapesbench", "--model", str(tmp_path / "model"), "--steps", "2", "--sde-noise", "0.4",
+                 "--sde-window", "0", "0.6", "--sde-passes", "images", "--suite", "single_object", "--limit", "1",
+                 "--height", "16", "--width", "16", "--frames", "5", "--out", str(tmp_path / "report"),
+                 "--no-progress"]) == 0
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["settings"]["sde"] == {"noise_level": 0.4, "window": [0.0, 0.6], "passes": "images"}
+    assert data["summary"]["failed"] == 0
+
 def test_video_prompts_as_images_keep_the_prompt_and_score_one_with_the_oracle(tmp_path):
     from evaluation.shapesbench import suites
 

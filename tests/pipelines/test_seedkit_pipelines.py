@@ -247,7 +247,7 @@ def test_model_cpu_offload_and_vae_tiling_keep_the_output():
     pipe = make_pipeline()
     experts = {"transformer", "transformer_2", "image_transformer", "image_transformer_2"}
     assert set(pipe.model_cpu_offload_seq.split("->")) == {"text_encoder", "vae"} | experts
-    assert set(pipe.components) == {"vae", "text_encoder", "tokenizer", "scheduler"} | experts
+    assert set(pipe.components) == {"vae", "text_encoder", "tokenizer", "scheduler", "image_scheduler"} | experts
     kwargs = dict(prompt="a red circle", num_inference_steps=2, output_type="np")
     reference = pipe(**kwargs, generator=seeded(3)).frames
     pipe.enable_model_cpu_offload(device="cpu")  # accelerate hooks; "cpu" stands in for the accelerator here

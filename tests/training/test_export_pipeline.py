@@ -160,3 +160,15 @@ def test_export_image_experts(run_dir, tmp_path):
     with pytest.raises(ValueError, match="image_transformer_2 takes the image steps below boundary_ratio"):
         export_pipeline(run_dir, tmp_path / "bad", height=32, width=32, num_frames=9,
                         image_low_noise_transformer=tmp_path / "image_low")
+
+
+def test_export_stores_sde_schedulers(run_dir, tmp_path):
+    from seedkit.pipelines.schedulers import FlowMatchSDEScheduler, SDESampling
+
+    sde = SDESampling(0.5, window=(0.0, 0.6), passes="images")
+    out = export_pipeline(run_dir, tmp_path / "model", height=16, width=16, num_frames=5, shift=2.0, sde=sde)
+    pipe = SeedkitTextToVideoPipeline.from_pretrained(out)
+    assert isinstance(pipe.image_scheduler, FlowMatchSDEScheduler) and isinstance(pipe.scheduler, FlowMatchSDEScheduler)
+    assert (pipe.image_scheduler.config.sde_noise_level, pipe.image_scheduler.config.sde_max_sigma) == (0.5, 0.6)
+    assert pipe.scheduler.config.sde_noise_level == 0.0  # videos keep the ODE
+    assert pipe.image_scheduler.config.shift == pipe.scheduler.config.shift == 2.0
