@@ -10,7 +10,11 @@ in with the usual diffusers call:
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -175,14 +179,39 @@ class SDESampling:
         level = self.noise_level if noise_level is None else noise_level
         return FlowMatchSDEScheduler.from_config(config, sde_noise_level=level, sde_min_sigma=low, sde_max_sigma=high)
 
+    def schedulers(self, config) -> tuple[FlowMatchSDEScheduler, FlowMatchSDEScheduler | None]:
+        """`(scheduler, image_scheduler)` over a base scheduler `config`; image_scheduler None: images step with
+        `scheduler`."""
+        images = {"all": None, "images": self.scheduler(config), "videos": self.scheduler(config, 0.0)}[self.passes]
+        return self.scheduler(config, 0.0 if self.passes == "images" else None), images
+
     def apply(self, pipeline) -> None:
         """Rebuild a seedkit pipeline's schedulers from its `scheduler` config, in place. A pipeline saved afterwards
         stores them, so the setting travels with the model directory."""
-        config = pipeline.scheduler.config
-        images = {"all": None, "images": self.scheduler(config), "videos": self.scheduler(config, 0.0)}[self.passes]
+        scheduler, image_scheduler = self.schedulers(pipeline.scheduler.config)
         # register_modules, not attribute assignment: diffusers keeps a component that was None recorded as None in
-        # the config (and so out of save_pretrained) when it is assigned. image_scheduler None: images step with
-        # `scheduler`.
-        pipeline.register_modules(
-            scheduler=self.scheduler(config, 0.0 if self.passes == "images" else None), image_scheduler=images
-        )
+        # the config (and so out of save_pretrained) when it is assigned.
+        pipeline.register_modules(scheduler=scheduler, image_scheduler=image_scheduler)
+
+    def write(self, model_dir: str | os.PathLike) -> None:
+        """Store these schedulers in a saved model directory (its `scheduler/`, `image_scheduler/` and
+        `model_index.json`), leaving every other file as it is: the sampler of a published model changes without
+        rewriting its weights."""
+        model_dir = Path(model_dir)
+        index_path = model_dir / "model_index.json"
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{model_dir} is not a model directory (no model_index.json)")
+        base = FlowMatchEulerDiscreteScheduler.load_config(model_dir / "scheduler")
+        scheduler, image_scheduler = self.schedulers(base)
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        scheduler.save_pretrained(model_dir / "scheduler")
+        index["scheduler"] = [__name__, type(scheduler).__name__]
+        if image_scheduler is None:
+            shutil.rmtree(model_dir / "image_scheduler", ignore_errors=True)
+            index["image_scheduler"] = [None, None]
+        else:
+            image_scheduler.save_pretrained(model_dir / "image_scheduler")
+            index["image_scheduler"] = [__name__, type(image_scheduler).__name__]
+        temporary = index_path.with_name(".model_index.json.partial")
+        temporary.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(temporary, index_path)

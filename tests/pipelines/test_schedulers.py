@@ -140,3 +140,38 @@ def test_sde_sampling_of_everything_uses_one_scheduler():
     assert (config.sde_noise_level, config.sde_min_sigma, config.sde_max_sigma) == (0.3, 0.1, 0.5)
     with pytest.raises(ValueError, match="all, images, videos"):
         SDESampling(0.5, passes="frames")
+
+
+def test_writing_a_sampler_into_a_model_directory_leaves_the_weights(tmp_path):
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes"))
+    from set_sampler import main
+
+    pipe = make_pipeline()
+    pipe.save_pretrained(tmp_path / "model")
+
+    def weights():
+        files = (tmp_path / "model").rglob("*.safetensors")
+        return {str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+    before = weights()
+    arguments = ["--sde-noise", "0.6", "--sde-window", "0", "0.8", "--sde-passes", "images"]
+    assert main([str(tmp_path / "model"), *arguments]) == 0
+    assert weights() == before
+    reloaded = SeedkitTextToImagePipeline.from_pretrained(tmp_path / "model")
+    reloaded.set_progress_bar_config(disable=True)
+    SDESampling(0.6, (0.0, 0.8), "images").apply(pipe)
+    expected = SeedkitTextToImagePipeline(**pipe.components, **pipe.pipeline_kwargs())
+    expected.set_progress_bar_config(disable=True)
+    kwargs = dict(prompt="a red circle", num_inference_steps=4, guidance_scale=3.0, output_type="latent")
+    torch.testing.assert_close(
+        reloaded(**kwargs, generator=seeded(0)).images, expected(**kwargs, generator=seeded(0)).images, atol=0, rtol=0
+    )
+    # "all" needs no image scheduler: its folder and entry go
+    assert main([str(tmp_path / "model"), "--sde-noise", "0.3"]) == 0
+    assert not (tmp_path / "model" / "image_scheduler").exists()
+    reloaded = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "model")
+    assert reloaded.image_scheduler is None and reloaded.scheduler.config.sde_noise_level == 0.3
