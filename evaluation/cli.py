@@ -101,6 +101,11 @@ def pipeline_generator(args: argparse.Namespace, renoise: float | None = None) -
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sde_noise is not None and (args.benchmark == "sensitivity" or not args.model):
+        raise SystemExit(
+            "--sde-noise changes how a model samples: it needs --model, and not the sensitivity probe (which scores "
+            "one-step predictions, no sampler steps)"
+        )
     if args.benchmark == "sensitivity":
         return run_sensitivity(args)
     if args.benchmark == "steering":

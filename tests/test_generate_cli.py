@@ -200,3 +200,6 @@ def test_sde_flags_sample_the_asked_passes_with_sde_steps(model_dir, tmp_path, c
     assert main(["generate", "a red circle", "--model", str(model_dir), "--out", str(tmp_path / "x.png"),
                  "--sde-noise", "0.5", "--sde-passes", "frames"]) == 2
     assert "passes must be one of all, images, videos" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--model", str(model_dir), "--out", str(tmp_path / "x.png"),
+                 "--sde-noise", "0.5", "--sde-window", "0.7", "0.6"]) == 2
+    assert "0 <= sde_min_sigma <= sde_max_sigma <= 1" in capsys.readouterr().err

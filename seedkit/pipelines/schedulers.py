@@ -27,7 +27,17 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from seedkit.flow.sde import flow_sde_step
 
-__all__ = ["SDE_PASSES", "FlowMatchSDEScheduler", "SDESampling"]
+__all__ = ["SDE_PASSES", "FlowMatchSDEScheduler", "SDESampling", "check_sde_settings"]
+
+
+def check_sde_settings(noise_level: float, min_sigma: float, max_sigma: float) -> None:
+    """Raise a ValueError that says what is valid for a bad SDE noise level or window."""
+    if noise_level < 0:
+        raise ValueError(f"sde_noise_level must be >= 0 (0: the ODE); got {noise_level}")
+    if not 0.0 <= min_sigma <= max_sigma <= 1.0:
+        raise ValueError(
+            f"the SDE window needs 0 <= sde_min_sigma <= sde_max_sigma <= 1; got [{min_sigma}, {max_sigma}]"
+        )
 
 
 class FlowMatchSDEScheduler(FlowMatchEulerDiscreteScheduler):
@@ -72,12 +82,7 @@ class FlowMatchSDEScheduler(FlowMatchEulerDiscreteScheduler):
         sde_min_sigma: float = 0.0,
         sde_max_sigma: float = 1.0,
     ) -> None:
-        if sde_noise_level < 0:
-            raise ValueError(f"sde_noise_level must be >= 0 (0: the ODE); got {sde_noise_level}")
-        if not 0.0 <= sde_min_sigma <= sde_max_sigma <= 1.0:
-            raise ValueError(
-                f"the SDE window needs 0 <= sde_min_sigma <= sde_max_sigma <= 1; got [{sde_min_sigma}, {sde_max_sigma}]"
-            )
+        check_sde_settings(sde_noise_level, sde_min_sigma, sde_max_sigma)
         if stochastic_sampling and sde_noise_level > 0:
             raise ValueError(
                 "stochastic_sampling (diffusers' re-noising of the clean prediction) and sde_noise_level > 0 are two "
@@ -172,6 +177,7 @@ class SDESampling:
     def __post_init__(self) -> None:
         if self.passes not in SDE_PASSES:
             raise ValueError(f"passes must be one of {', '.join(SDE_PASSES)}; got {self.passes!r}")
+        check_sde_settings(self.noise_level, *self.window)
 
     def scheduler(self, config, noise_level: float | None = None) -> FlowMatchSDEScheduler:
         """An SDE scheduler over `config` (any `FlowMatchEulerDiscreteScheduler` config: timesteps, shift)."""

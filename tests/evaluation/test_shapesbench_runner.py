@@ -256,6 +256,8 @@ def test_sde_flags_reach_the_pipeline_and_the_report(tmp_path):
                  "--no-progress"]) == 0
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["settings"]["sde"] == {"noise_level": 0.4, "window": [0.0, 0.6], "passes": "images"}
+    with pytest.raises(SystemExit, match="--sde-noise changes how a model samples"):
+        main(["eval", "shapesbench", "--oracle", "--sde-noise", "0.5", "--out", str(tmp_path / "r")])
     assert data["summary"]["failed"] == 0
 
 def test_video_prompts_as_images_keep_the_prompt_and_score_one_with_the_oracle(tmp_path):
