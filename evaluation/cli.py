@@ -149,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
     report = run_shapesbench(generate_fn, items, args.out, settings=settings, progress=not args.no_progress)
     print(json.dumps({"metrics": report.summary["metrics"], "items": report.summary["items"],
                       "failed": report.summary["failed"]}, indent=2))
+    intervals = report.summary["intervals"]
+    print("95% bootstrap intervals over items: " + ", ".join(
+        f"{name} [{low:.2f}, {high:.2f}]" for name, (low, high) in intervals.items()
+    ))
     print(format_attribute_confusion(report.summary["by_attribute"]))
     print(f"wrote {args.out}/report.json and {args.out}/report.html")
     return 0

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.shapesbench.metrics import bootstrap_interval
+
 DEFAULT_METRICS = ("color", "shape", "size", "count", "motion")
 
 
@@ -67,8 +69,6 @@ def paired_differences(
     Raises:
         ValueError: the reports hold different items, or an item's prompt differs between them.
     """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     base_items, candidate_items = _scored_items(base, names[0]), _scored_items(candidate, names[1])
     if base_items.keys() != candidate_items.keys():
         only_base = sorted(base_items.keys() - candidate_items.keys())[:5]
@@ -80,7 +80,6 @@ def paired_differences(
     for item_id, item in base_items.items():
         if item["prompt"] != candidate_items[item_id]["prompt"]:
             raise ValueError(f"item {item_id} has another prompt in {names[1]}; compare reports of one suite file")
-    generator = np.random.default_rng(seed)
     results = []
     for metric in metrics:
         pairs = [
@@ -91,9 +90,7 @@ def paired_differences(
         if len(pairs) == 0:
             continue
         differences = pairs[:, 1] - pairs[:, 0]
-        draws = generator.integers(0, len(differences), size=(resamples, len(differences)))
-        means = differences[draws].mean(axis=1)
-        tail = (1.0 - confidence) / 2.0
+        low, high = bootstrap_interval(differences, confidence, resamples, seed)
         results.append(
             PairedDifference(
                 metric=metric,
@@ -101,8 +98,8 @@ def paired_differences(
                 base=float(pairs[:, 0].mean()),
                 candidate=float(pairs[:, 1].mean()),
                 difference=float(differences.mean()),
-                low=float(np.quantile(means, tail)),
-                high=float(np.quantile(means, 1.0 - tail)),
+                low=low,
+                high=high,
                 won=int((differences > 0).sum()),
                 lost=int((differences < 0).sum()),
             )

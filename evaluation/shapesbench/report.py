@@ -71,6 +71,13 @@ def bar_chart_svg(metric: str, values: dict[str, float | None]) -> str:
     return "".join(parts)
 
 
+def _interval(interval: list[float] | None) -> str:
+    """A table cell's 95% bootstrap interval, under its mean."""
+    if interval is None:
+        return ""
+    return f"<br><small title='95% bootstrap interval over items'>{interval[0]:.2f}-{interval[1]:.2f}</small>"
+
+
 def render_html(report: "BenchReport") -> str:
     """The report page as a string (self-contained but for the contact-strip PNGs under ``samples/``)."""
     data: dict[str, Any] = report.to_dict()
@@ -79,7 +86,10 @@ def render_html(report: "BenchReport") -> str:
     rows = []
     header = "".join(f"<th>{html.escape(METRIC_LABELS[name])}</th>" for name in METRIC_NAMES)
     for name, entry in list(suites.items()) + [("all", summary)]:
-        cells = "".join(f"<td>{_format(entry['metrics'][metric])}</td>" for metric in METRIC_NAMES)
+        cells = "".join(
+            f"<td>{_format(entry['metrics'][metric])}{_interval(entry.get('intervals', {}).get(metric))}</td>"
+            for metric in METRIC_NAMES
+        )
         rows.append(f"<tr><th>{html.escape(name)}</th><td>{entry['items']}</td><td>{entry['failed']}</td>{cells}</tr>")
     charts = []
     for metric in METRIC_NAMES:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from seedkit.data.shapes import render_scene
 
 from .detector import detect_scene
-from .metrics import ACCURACY_METRICS, METRIC_NAMES, attribute_confusion, score_item
+from .metrics import ACCURACY_METRICS, METRIC_NAMES, attribute_confusion, bootstrap_interval, score_item
 from .suites import SuiteItem, available_suites, load_suite
 
 
@@ -341,9 +341,11 @@ def _contact_strip(frames: np.ndarray, height: int = 128):
 
 
 def aggregate(records: Sequence[ItemRecord]) -> dict[str, Any]:
-    """Per-metric means over records (failed records count 0 on the accuracies that apply to their task)."""
+    """Per-metric means over records (failed records count 0 on the accuracies that apply to their task), and the
+    accuracies' 95% bootstrap intervals over the items (a few dozen items leave a mean uncertain by a tenth)."""
     metrics: dict[str, float | None] = {}
     counts: dict[str, int] = {}
+    intervals: dict[str, list[float]] = {}
     for name in METRIC_NAMES:
         values = []
         for record in records:
@@ -355,8 +357,10 @@ def aggregate(records: Sequence[ItemRecord]) -> dict[str, Any]:
                 values.append(0.0)
         metrics[name] = float(np.mean(values)) if values else None
         counts[name] = len(values)
+        if values and name in ACCURACY_METRICS:
+            intervals[name] = list(bootstrap_interval(values))
     failed = sum(record.status != "ok" for record in records)
-    return {"metrics": metrics, "counts": counts, "items": len(records), "failed": failed}
+    return {"metrics": metrics, "counts": counts, "intervals": intervals, "items": len(records), "failed": failed}
 
 
 def _confusion(records: list[ItemRecord]) -> dict[str, Any]:

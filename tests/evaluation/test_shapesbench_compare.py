@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.shapesbench.compare import main, paired_differences
+from evaluation.shapesbench.metrics import bootstrap_interval
 
 
 def report(scores: dict[str, list[float | None]], prompts=None) -> dict:
@@ -58,3 +59,15 @@ def test_reports_of_different_items_are_refused(tmp_path, capsys):
     assert json.loads((tmp_path / "d.json").read_text())[0]["won"] == 1
     (tmp_path / "c.json").write_text(json.dumps(report({"shape": [1]})))
     assert main([str(tmp_path / "a"), str(tmp_path / "c.json")]) == 2
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_binomial_spread():
+    # 19 of 24 right: the normal approximation gives 0.79 +- 1.96 * sqrt(0.79 * 0.21 / 24) = 0.79 +- 0.16
+    low, high = bootstrap_interval([1.0] * 19 + [0.0] * 5)
+    assert low < 19 / 24 < high and 0.26 < high - low < 0.38
+    assert bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    assert bootstrap_interval([1.0] * 19 + [0.0] * 5) == (low, high)  # seeded
+    with pytest.raises(ValueError, match="at least one value"):
+        bootstrap_interval([])
+    with pytest.raises(ValueError, match="confidence must be in"):
+        bootstrap_interval([1.0], confidence=1.0)

@@ -43,6 +43,8 @@ def test_oracle_scores_one_and_writes_reports(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert html.count("<svg") >= 7 and "samples/motion-000.png" in html
     assert "By asked-for value" in html
+    assert data["summary"]["intervals"]["shape"] == [1.0, 1.0]  # every item right: no doubt left
+    assert "1.00-1.00" in html
     assert (tmp_path / "samples" / "motion-000.png").is_file()
 
 
