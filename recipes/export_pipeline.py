@@ -48,10 +48,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from seedkit.generate import add_sde_arguments, sde_sampling_from_args
+
+if TYPE_CHECKING:
+    from seedkit.pipelines.schedulers import SDESampling
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -85,7 +89,7 @@ def export_pipeline(
     image_first: bool = False,
     image_transformer: Path | None = None,
     image_low_noise_transformer: Path | None = None,
-    sde=None,
+    sde: SDESampling | None = None,
 ) -> Path:
     if low_noise_transformer is not None and high_noise_transformer is not None:
         raise ValueError("a run is one expert of a pair: give its partner as low_noise_transformer or as "
@@ -136,7 +140,7 @@ def export_pipeline(
         )
         if image_first:
             pipeline.check_first_frame_condition("--image-first")
-        if sde is not None:  # a seedkit.pipelines.schedulers.SDESampling: store its schedulers as the model's
+        if sde is not None:  # store its schedulers as the model's
             sde.apply(pipeline)
         pipeline.check_geometry(height, width, num_frames)  # the defaults must be a size the model generates
         # from_pretrained records where each component was loaded from (the run's local paths); a published model

@@ -31,6 +31,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seedkit.pipelines.schedulers import SDESampling
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 TASKS = ("t2i", "t2v", "i2v")
@@ -107,7 +111,7 @@ def add_sde_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def sde_sampling_from_args(args: argparse.Namespace):
+def sde_sampling_from_args(args: argparse.Namespace) -> SDESampling | None:
     """The command line's :class:`~seedkit.pipelines.schedulers.SDESampling`, or None without --sde-noise."""
     if args.sde_noise is None:
         return None
@@ -267,7 +271,7 @@ def parse_prompts_file(path: Path, args: argparse.Namespace, out_dir: Path) -> t
 class PipelineCache:
     """Loads the model directory once and hands out the pipeline of each task over the same components."""
 
-    def __init__(self, model_dir: Path, device: str, dtype: str, sde=None):
+    def __init__(self, model_dir: Path, device: str, dtype: str, sde: SDESampling | None = None):
         import torch
 
         from seedkit.pipelines import PIPELINES_BY_TASK, SeedkitTextToVideoPipeline

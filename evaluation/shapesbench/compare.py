@@ -48,10 +48,10 @@ class PairedDifference:
     lost: int
 
 
-def _scored_items(report: dict, path: str) -> dict[str, dict]:
+def _scored_items(report: dict, name: str) -> dict[str, dict]:
     items = {item["id"]: item for item in report.get("items", []) if item.get("status") == "ok"}
     if not items:
-        raise ValueError(f"{path} has no scored items (is it a ShapesBench report.json?)")
+        raise ValueError(f"{name} has no scored items (is it a ShapesBench report.json?)")
     return items
 
 

@@ -26,6 +26,9 @@ ACCURACY_METRICS = (
 )
 METRIC_NAMES = ACCURACY_METRICS + ("first_frame_psnr", "av_offset_ms")
 
+# Whether a larger value is better, for reports.
+HIGHER_IS_BETTER = {name: True for name in ACCURACY_METRICS} | {"first_frame_psnr": True, "av_offset_ms": False}
+
 
 def bootstrap_interval(
     values: Sequence[float] | np.ndarray, confidence: float = 0.95, resamples: int = 10000, seed: int = 0
@@ -42,8 +45,6 @@ def bootstrap_interval(
     means = values[draws].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
-# Whether a larger value is better, for reports.
-HIGHER_IS_BETTER = {name: True for name in ACCURACY_METRICS} | {"first_frame_psnr": True, "av_offset_ms": False}
 
 
 @dataclass

@@ -24,7 +24,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -34,6 +34,9 @@ from seedkit.data.shapes import render_scene
 from .detector import detect_scene
 from .metrics import ACCURACY_METRICS, METRIC_NAMES, attribute_confusion, bootstrap_interval, score_item
 from .suites import SuiteItem, available_suites, load_suite
+
+if TYPE_CHECKING:
+    from seedkit.pipelines.schedulers import SDESampling
 
 
 class ClipError(ValueError):
@@ -156,7 +159,7 @@ class PipelineGenerator:
         renoise: float | None = None,
         guidance_scale_2: float | None = None,
         image_first: bool | None = None,
-        sde: Any = None,
+        sde: SDESampling | None = None,
     ) -> None:
         if renoise is not None and not 0.0 < renoise <= 1.0:
             raise ValueError(f"renoise is a strength in (0, 1] (1: generate from pure noise); got {renoise}")

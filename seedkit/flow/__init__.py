@@ -9,8 +9,8 @@ from 1 to 0, and the transformer's timestep input is `sigma * 1000`.
 from seedkit.flow.conditioning import first_frame_condition, frame_condition
 from seedkit.flow.guidance import classifier_free_guidance, rescale_guidance
 from seedkit.flow.loss import FlowLossOutput, flow_matching_loss, temporal_difference_loss
-from seedkit.flow.sde import SDEStepOutput, flow_sde_step, sde_noise_scale
 from seedkit.flow.path import PathSample, expand_sigma, sample_path, velocity_to_noise, velocity_to_x0
+from seedkit.flow.sde import SDEStepOutput, flow_sde_step, max_sigma_for, sde_noise_scale
 from seedkit.flow.solvers import SolverStep, sample_euler, sample_heun
 from seedkit.flow.timesteps import (
     LogitNormalSampler,
@@ -48,6 +48,7 @@ __all__ = [
     "frame_condition",
     "SDEStepOutput",
     "flow_sde_step",
+    "max_sigma_for",
     "sde_noise_scale",
     "SolverStep",
     "sample_euler",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SDEStepOutput", "flow_sde_step", "sde_noise_scale"]
+__all__ = ["SDEStepOutput", "flow_sde_step", "max_sigma_for", "sde_noise_scale"]
 
 
 @dataclass
@@ -44,6 +44,14 @@ def sde_noise_scale(sigma: torch.Tensor, noise_level: float, max_sigma: float) -
     """``g(sigma) = a * sqrt(sigma / (1 - sigma))``, with sigma capped at ``max_sigma`` where it diverges (t = 1)."""
     sigma = torch.clamp(sigma, max=max_sigma)
     return noise_level * torch.sqrt(sigma / (1.0 - sigma))
+
+
+def max_sigma_for(sigmas: torch.Tensor) -> float:
+    """The largest sigma below 1 in a schedule: where ``g`` is evaluated at the first step (it diverges at 1)."""
+    below_one = sigmas[sigmas < 1.0]
+    if below_one.numel() == 0:
+        raise ValueError("a schedule needs at least one sigma below 1")
+    return float(below_one.max())
 
 
 def flow_sde_step(

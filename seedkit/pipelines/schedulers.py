@@ -25,7 +25,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from seedkit.flow.sde import flow_sde_step
+from seedkit.flow.sde import flow_sde_step, max_sigma_for
 
 __all__ = ["SDE_PASSES", "FlowMatchSDEScheduler", "SDESampling", "check_sde_settings"]
 
@@ -131,7 +131,13 @@ class FlowMatchSDEScheduler(FlowMatchEulerDiscreteScheduler):
             self._init_step_index(timestep)
         sigma = self.sigmas[self.step_index]
         sigma_next = self.sigmas[self.step_index + 1]
-        if per_token_timesteps is not None or not self.is_stochastic_step(float(sigma), float(sigma_next)):
+        stochastic = self.is_stochastic_step(float(sigma), float(sigma_next))
+        if stochastic and per_token_timesteps is not None:
+            raise ValueError(
+                "SDE steps take one noise level per sample, not per_token_timesteps; use sde_noise_level=0 (or a "
+                "window without this step) for per-token timesteps"
+            )
+        if not stochastic:
             return super().step(
                 model_output,
                 timestep,
@@ -146,7 +152,7 @@ class FlowMatchSDEScheduler(FlowMatchEulerDiscreteScheduler):
             )
         noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
         # g(t) diverges at t = 1: cap it at the schedule's largest sigma below 1, as Flow-GRPO does.
-        max_sigma = float(self.sigmas[self.sigmas < 1.0].max())
+        max_sigma = max_sigma_for(self.sigmas)
         prev_sample = flow_sde_step(
             model_output, sample, sigma, sigma_next, self.config.sde_noise_level, max_sigma, noise=noise
         ).prev_sample.to(model_output.dtype)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from seedkit.flow.sde import SDEStepOutput, flow_sde_step, sde_noise_scale
+from seedkit.flow.sde import SDEStepOutput, flow_sde_step, max_sigma_for, sde_noise_scale
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,14 +56,6 @@ class Trajectory:
     @property
     def num_steps(self) -> int:
         return self.log_probs.shape[0]
-
-
-def max_sigma_for(sigmas: torch.Tensor) -> float:
-    """The largest sigma below 1 in a schedule: where ``g`` is evaluated at the first step (it diverges at 1)."""
-    below_one = sigmas[sigmas < 1.0]
-    if below_one.numel() == 0:
-        raise ValueError("a schedule needs at least one sigma below 1")
-    return float(below_one.max())
 
 
 @torch.no_grad()

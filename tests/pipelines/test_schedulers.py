@@ -175,3 +175,11 @@ def test_writing_a_sampler_into_a_model_directory_leaves_the_weights(tmp_path):
     assert not (tmp_path / "model" / "image_scheduler").exists()
     reloaded = SeedkitTextToVideoPipeline.from_pretrained(tmp_path / "model")
     assert reloaded.image_scheduler is None and reloaded.scheduler.config.sde_noise_level == 0.3
+
+
+def test_per_token_timesteps_are_refused_on_sde_steps():
+    scheduler = FlowMatchSDEScheduler(sde_noise_level=0.5)
+    scheduler.set_timesteps(4)
+    sample = torch.zeros(1, 4, 2)
+    with pytest.raises(ValueError, match="per_token_timesteps"):
+        scheduler.step(torch.zeros_like(sample), scheduler.timesteps[0], sample, per_token_timesteps=torch.ones(1, 4))
